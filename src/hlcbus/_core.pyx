@@ -1,0 +1,730 @@
+# cython: language_level=3, freethreading_compatible=True
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""The compiled core: Timestamp, HLC, ManualClock and PriorityBuffer.
+
+Twin of ``_core_py`` (the reference): same names, signatures, results and
+exceptions.  Hot paths (ticking, comparing, encoding, the heap) run in C;
+cold paths that only build an error message or a datetime call the twin's
+helpers, so both cores say exactly the same thing.
+
+Thread safety: every method that reads and writes state does so inside
+``cython.critical_section(self)``.  On a GIL build that costs nothing, since
+these sections call no Python code that could release the GIL between the
+read and the write; on a free-threaded build it is a per-object lock.
+"""
+
+cimport cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, realloc
+
+import secrets
+
+from hlcbus import _core_py as _py
+from hlcbus.errors import ClockDriftError, ClockOverflowError
+
+cdef extern from *:
+    """
+    #include <time.h>
+    #if defined(_WIN32)
+    #include <windows.h>
+    #endif
+
+    /* Milliseconds since the Unix epoch, floored like time.time_ns() // 10**6. */
+    static inline int64_t hlcbus_realtime_ms(void) {
+        struct timespec ts;
+    #if defined(_WIN32)
+        timespec_get(&ts, TIME_UTC);
+    #else
+        clock_gettime(CLOCK_REALTIME, &ts);
+    #endif
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+
+    /* A monotonic reading in ms; coarse is enough to tell a jump of a second. */
+    static inline int64_t hlcbus_monotonic_ms(void) {
+    #if defined(_WIN32)
+        return (int64_t)GetTickCount64();
+    #else
+        struct timespec ts;
+    #if defined(CLOCK_MONOTONIC_COARSE)
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    #else
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    #endif
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    #endif
+    }
+    """
+    int64_t hlcbus_realtime_ms() nogil
+    int64_t hlcbus_monotonic_ms() nogil
+
+cdef extern from "Python.h":
+    object PyUnicode_FromStringAndSize(const char *u, Py_ssize_t size)
+    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t size)
+    const char* PyUnicode_AsUTF8AndSize(object u, Py_ssize_t *size) except NULL
+    bint PyUnicode_IS_ASCII(object u)
+
+cdef uint64_t PHYSICAL_MAX = (<uint64_t>1 << 48) - 1
+cdef uint64_t LOGICAL_MASK = 0xFFFF
+cdef uint64_t WORD_MAX = 0xFFFFFFFFFFFFFFFF
+cdef uint64_t HASH_MULTIPLIER = 0x9E3779B97F4A7C15
+cdef int64_t TEXT_PHYSICAL_LIMIT = _py.TEXT_PHYSICAL_LIMIT
+cdef int64_t FORWARD_JUMP_MS = _py.FORWARD_JUMP_MS
+cdef const char* HEX = b"0123456789ABCDEF"
+
+
+# --- argument checks: the fast path here, the error from the twin -----------------
+
+
+cdef inline uint64_t _field(str name, object value, uint64_t maximum) except? 0xFFFFFFFFFFFFFFFF:
+    """Return ``value`` if it is an int in [0, maximum]; else raise as the twin does."""
+    cdef uint64_t result
+    if type(value) is int and value >= 0:
+        try:
+            result = value
+        except OverflowError:
+            pass
+        else:
+            if result <= maximum:
+                return result
+    return _py._index(name, value, maximum + 1 if maximum != WORD_MAX else _py.NODE_LIMIT)
+
+
+cdef inline Timestamp _check_timestamp(str name, object value):
+    if type(value) is not Timestamp:
+        raise TypeError(f"{name} must be a Timestamp, not {type(value).__name__}")
+    return <Timestamp>value
+
+
+# --- calendar arithmetic (mirrors _core_py._civil_from_days) ----------------------
+
+
+cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a / b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef void _civil_from_days(int64_t days, int64_t* year, int* month, int* day) noexcept nogil:
+    days += 719468
+    cdef int64_t era = _floordiv(days, 146097)
+    cdef int64_t doe = days - era * 146097
+    cdef int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+    cdef int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    cdef int64_t mp = (5 * doy + 2) / 153
+    day[0] = <int>(doy - (153 * mp + 2) / 5 + 1)
+    month[0] = <int>(mp + 3 if mp < 10 else mp - 9)
+    year[0] = yoe + era * 400 + (1 if month[0] <= 2 else 0)
+
+
+cdef inline void _put_decimal(char* out, int64_t value, int width) noexcept nogil:
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        out[i] = <char>(48 + value % 10)
+        value //= 10
+
+
+cdef str _format_text(uint64_t packed, uint64_t node):
+    cdef int64_t physical = <int64_t>(packed >> 16)
+    if physical >= TEXT_PHYSICAL_LIMIT:
+        return _py._format_text(packed, node)  # raises, with the twin's message
+    cdef char buf[46]
+    cdef int64_t year, ms = physical % 86400000
+    cdef int month, day, i
+    _civil_from_days(physical // 86400000, &year, &month, &day)
+    _put_decimal(buf, year, 4)
+    buf[4] = b'-'
+    _put_decimal(buf + 5, month, 2)
+    buf[7] = b'-'
+    _put_decimal(buf + 8, day, 2)
+    buf[10] = b'T'
+    _put_decimal(buf + 11, ms // 3600000, 2)
+    buf[13] = b':'
+    _put_decimal(buf + 14, ms // 60000 % 60, 2)
+    buf[16] = b':'
+    _put_decimal(buf + 17, ms // 1000 % 60, 2)
+    buf[19] = b'.'
+    _put_decimal(buf + 20, ms % 1000, 3)
+    buf[23] = b'Z'
+    buf[24] = b'-'
+    for i in range(4):
+        buf[25 + i] = HEX[(packed >> (12 - 4 * i)) & 0xF]
+    buf[29] = b'-'
+    for i in range(16):
+        buf[30 + i] = HEX[(node >> (60 - 4 * i)) & 0xF]
+    return PyUnicode_FromStringAndSize(buf, 46)
+
+
+cdef inline int _digits(const char* s, int width) noexcept nogil:
+    """Return the decimal value of ``width`` digits at ``s``, or -1 if any is not a digit."""
+    cdef int value = 0, i
+    for i in range(width):
+        if s[i] < b'0' or s[i] > b'9':
+            return -1
+        value = value * 10 + (s[i] - 48)
+    return value
+
+
+cdef inline int _hex_digit(char c) noexcept nogil:
+    if b'0' <= c <= b'9':
+        return c - 48
+    if b'A' <= c <= b'F':
+        return c - 55
+    return -1
+
+
+cdef inline bint _is_leap(int64_t year) noexcept nogil:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+cdef int _DAYS_BEFORE_MONTH[12]
+_DAYS_BEFORE_MONTH[:] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
+cdef int _DAYS_IN_MONTH[12]
+_DAYS_IN_MONTH[:] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+
+cdef bint _parse_fast(const char* s, uint64_t* packed, uint64_t* node) noexcept nogil:
+    """Parse a 46-byte text form; False on anything malformed (the twin then says what)."""
+    if (s[4] != b'-' or s[7] != b'-' or s[10] != b'T' or s[13] != b':' or s[16] != b':'
+            or s[19] != b'.' or s[23] != b'Z' or s[24] != b'-' or s[29] != b'-'):
+        return False
+    cdef int year = _digits(s, 4), month = _digits(s + 5, 2), day = _digits(s + 8, 2)
+    cdef int hour = _digits(s + 11, 2), minute = _digits(s + 14, 2)
+    cdef int second = _digits(s + 17, 2), milli = _digits(s + 20, 3)
+    if year < 1970 or not 1 <= month <= 12 or day < 1:
+        return False
+    if day > _DAYS_IN_MONTH[month - 1] + (1 if month == 2 and _is_leap(year) else 0):
+        return False
+    if not (0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= second <= 59 and milli >= 0):
+        return False
+    cdef uint64_t counter = 0, node_id = 0
+    cdef int i, digit
+    for i in range(4):
+        digit = _hex_digit(s[25 + i])
+        if digit < 0:
+            return False
+        counter = counter << 4 | <uint64_t>digit
+    for i in range(16):
+        digit = _hex_digit(s[30 + i])
+        if digit < 0:
+            return False
+        node_id = node_id << 4 | <uint64_t>digit
+    cdef int64_t prior = year - 1
+    cdef int64_t days = prior * 365 + prior // 4 - prior // 100 + prior // 400 - 719162
+    days += _DAYS_BEFORE_MONTH[month - 1] + (1 if month > 2 and _is_leap(year) else 0) + day - 1
+    cdef int64_t physical = (days * 86400 + hour * 3600 + minute * 60 + second) * 1000 + milli
+    packed[0] = <uint64_t>physical << 16 | counter
+    node[0] = node_id
+    return True
+
+
+# --- Timestamp -------------------------------------------------------------------
+
+
+@cython.final
+@cython.freelist(256)
+cdef class Timestamp:
+    """An HLC timestamp: (physical ms, logical counter, node id); immutable.
+
+    Totally ordered by (physical, logical, node); hashable; picklable.
+    ``Timestamp(physical, logical=0, node=0)`` raises TypeError for a
+    non-integer field and ValueError for one out of range.
+    """
+
+    # Invariant: _packed >> 16 < 2**48 by construction; _node is any 64-bit id.
+    cdef uint64_t _packed
+    cdef uint64_t _node
+
+    def __init__(self, physical, logical=0, node=0):
+        cdef uint64_t p = _field("physical", physical, PHYSICAL_MAX)
+        cdef uint64_t c = _field("logical", logical, LOGICAL_MASK)
+        self._node = _field("node", node, WORD_MAX)
+        self._packed = p << 16 | c
+
+    @property
+    def physical(self):
+        """Milliseconds since the Unix epoch (48 bits)."""
+        return self._packed >> 16
+
+    @property
+    def logical(self):
+        """The logical counter (16 bits)."""
+        return self._packed & LOGICAL_MASK
+
+    @property
+    def node(self):
+        """The id of the clock that issued this timestamp (64 bits)."""
+        return self._node
+
+    @property
+    def packed(self):
+        """The 64-bit time word ``physical << 16 | logical``."""
+        return self._packed
+
+    @classmethod
+    def from_packed(cls, packed, node=0):
+        """Build from a time word and a node id."""
+        cdef uint64_t word = _field("packed", packed, WORD_MAX)
+        return _make(word, _field("node", node, WORD_MAX))
+
+    def to_bytes(self):
+        """Return the 16-byte big-endian encoding; byte order is timestamp order."""
+        cdef unsigned char buf[16]
+        cdef int i
+        for i in range(8):
+            buf[i] = <unsigned char>(self._packed >> (56 - 8 * i))
+            buf[8 + i] = <unsigned char>(self._node >> (56 - 8 * i))
+        return PyBytes_FromStringAndSize(<char*>buf, 16)
+
+    @classmethod
+    def from_bytes(cls, data):
+        """Decode the 16-byte encoding (bytes, bytearray or memoryview)."""
+        cdef const unsigned char* s
+        cdef uint64_t packed = 0, node = 0
+        cdef int i
+        if type(data) is not bytes or len(<bytes>data) != 16:
+            return _from_twin(_py.Timestamp.from_bytes(data))
+        s = <const unsigned char*><const char*>(<bytes>data)
+        for i in range(8):
+            packed = packed << 8 | s[i]
+            node = node << 8 | s[8 + i]
+        return _make(packed, node)
+
+    def __str__(self):
+        return _format_text(self._packed, self._node)
+
+    @classmethod
+    def parse(cls, text):
+        """Parse the 46-character text form, e.g. ``2026-12-03T12:00:00.000Z-0001-00000000000000FF``.
+
+        Raises ValueError saying what is malformed, TypeError for a non-str.
+        """
+        cdef Py_ssize_t size
+        cdef const char* s
+        cdef uint64_t packed, node
+        if type(text) is str and PyUnicode_IS_ASCII(text):
+            s = PyUnicode_AsUTF8AndSize(text, &size)
+            if size == 46 and _parse_fast(s, &packed, &node):
+                return _make(packed, node)
+        return _from_twin(_py._parse_text(text))
+
+    def to_datetime(self):
+        """Return the physical part as an aware UTC datetime (counter and node dropped)."""
+        return _py._to_datetime(self._packed >> 16)
+
+    def __repr__(self):
+        return (f"Timestamp(physical={self._packed >> 16}, "
+                f"logical={self._packed & LOGICAL_MASK}, node={self._node})")
+
+    def __hash__(self):
+        cdef uint64_t mixed = (self._packed * HASH_MULTIPLIER) ^ self._node
+        cdef Py_hash_t value = <Py_hash_t>mixed
+        return -2 if value == -1 else value
+
+    def __reduce__(self):
+        return (Timestamp, (self._packed >> 16, self._packed & LOGICAL_MASK, self._node))
+
+    def __richcmp__(self, other, int op):
+        if type(other) is not Timestamp:
+            return NotImplemented
+        cdef Timestamp that = <Timestamp>other
+        cdef int sign
+        if self._packed != that._packed:
+            sign = -1 if self._packed < that._packed else 1
+        elif self._node != that._node:
+            sign = -1 if self._node < that._node else 1
+        else:
+            sign = 0
+        if op == 0:
+            return sign < 0
+        if op == 1:
+            return sign <= 0
+        if op == 2:
+            return sign == 0
+        if op == 3:
+            return sign != 0
+        if op == 4:
+            return sign > 0
+        return sign >= 0
+
+
+cdef inline Timestamp _make(uint64_t packed, uint64_t node):
+    cdef Timestamp ts = Timestamp.__new__(Timestamp)
+    ts._packed = packed
+    ts._node = node
+    return ts
+
+
+cdef Timestamp _from_twin(object twin):
+    return _make(twin._packed, twin._node)
+
+
+# --- ManualClock ----------------------------------------------------------------
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class ManualClock:
+    """A wall clock for tests and simulations: ``clock()`` returns its milliseconds.
+
+    ``set(ms)`` moves it anywhere in [0, 2**48); ``advance(delta_ms)`` moves it
+    by a signed delta (negative: a backward jump).  Bad values raise and leave
+    it unchanged.  Thread-safe.  An HLC reads it in C, without a Python call.
+    """
+
+    cdef int64_t _ms
+
+    def __init__(self, start_ms=0):
+        self._ms = <int64_t>_field("start_ms", start_ms, PHYSICAL_MAX)
+
+    def __call__(self):
+        return self._ms
+
+    def set(self, ms):
+        """Move the clock to ``ms``."""
+        self._ms = <int64_t>_field("ms", ms, PHYSICAL_MAX)
+
+    def advance(self, delta_ms):
+        """Move the clock by ``delta_ms`` (may be negative) and return the new reading."""
+        if type(delta_ms) is not int:
+            if isinstance(delta_ms, bool) or not hasattr(type(delta_ms), "__index__"):
+                raise TypeError(f"delta_ms must be an int, not {type(delta_ms).__name__}")
+            delta_ms = delta_ms.__index__()
+        with cython.critical_section(self):
+            target = self._ms + delta_ms
+            if not 0 <= target <= PHYSICAL_MAX:
+                raise ValueError(
+                    f"delta_ms {delta_ms} moves the clock to {target}, outside [0, 2**48)"
+                )
+            self._ms = target
+        return target
+
+    def __repr__(self):
+        return f"ManualClock({self._ms})"
+
+
+# --- HLC -------------------------------------------------------------------------
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class HLC:
+    """A hybrid logical clock (Kulkarni et al. 2014) over one packed 64-bit word.
+
+    ``now()`` issues a timestamp for a local or send event,
+    ``update(remote)`` for a receive event; each result is strictly greater
+    than every timestamp this clock issued before.  Thread-safe.
+
+    Guarantees:
+    - The word never decreases, whatever the wall clock does; wall jumps are
+      only counted (``backward_jumps``, ``forward_jumps``).
+    - A failed call (drift, overflow, a bad wall reading) changes nothing.
+    """
+
+    # Guarded by critical_section(self): _word, _last_wall, _last_mono and the
+    # jump counters; a tick reads the wall and then reads and writes them all.
+    cdef uint64_t _word
+    cdef uint64_t _node
+    cdef object _wall  # None (system clock), or the user's callable
+    cdef ManualClock _manual  # the wall when it is a ManualClock: read in C
+    cdef int64_t _max_drift_ms  # -1: no limit
+    cdef bint _raise_on_overflow
+    cdef int64_t _last_wall  # -1: no reading yet, so no jump to count
+    cdef int64_t _last_mono
+    cdef uint64_t _backward_jumps
+    cdef uint64_t _forward_jumps
+
+    def __init__(self, node=None, *, wall=None, max_drift_ms=60_000, overflow="carry"):
+        self._node = secrets.randbits(64) if node is None else _field("node", node, WORD_MAX)
+        if wall is not None and not callable(wall):
+            raise TypeError(f"wall must be a callable or None, not {type(wall).__name__}")
+        self._max_drift_ms = -1
+        if max_drift_ms is not None:
+            self._max_drift_ms = <int64_t>_field("max_drift_ms", max_drift_ms, PHYSICAL_MAX)
+        if overflow not in ("carry", "raise"):
+            raise ValueError(f"overflow must be 'carry' or 'raise', got {overflow!r}")
+        self._wall = wall
+        self._manual = wall if type(wall) is ManualClock else None
+        self._raise_on_overflow = overflow == "raise"
+        self._word = 0
+        self._last_wall = -1
+        self._last_mono = 0
+
+    @property
+    def node(self):
+        """This clock's 64-bit node id."""
+        return self._node
+
+    @property
+    def max_drift_ms(self):
+        """How far ahead of the wall clock a remote timestamp may be; None: no limit."""
+        return None if self._max_drift_ms < 0 else self._max_drift_ms
+
+    @property
+    def overflow(self):
+        """The counter overflow policy: 'carry' or 'raise'."""
+        return "raise" if self._raise_on_overflow else "carry"
+
+    @property
+    def last(self):
+        """The last timestamp issued (physical 0 before the first), without ticking."""
+        return _make(self._word, self._node)
+
+    @property
+    def backward_jumps(self):
+        """How many wall readings were below the previous reading."""
+        return self._backward_jumps
+
+    @property
+    def forward_jumps(self):
+        """How many wall readings ran ahead of the monotonic clock by over FORWARD_JUMP_MS."""
+        return self._forward_jumps
+
+    def wall_ms(self):
+        """Read the wall clock (validated) without ticking."""
+        return self._read_wall()
+
+    def now(self):
+        """Issue a timestamp for a local or send event: ``T = max(T + 1, pt << 16)``.
+
+        Raises ClockOverflowError (clock unchanged) when the counter is full
+        under ``overflow="raise"`` or the 48-bit range is exhausted.
+        """
+        cdef uint64_t word
+        with cython.critical_section(self):
+            word = self._advance(self._read_wall(), self._word)
+        return _make(word, self._node)
+
+    def update(self, remote):
+        """Merge a received timestamp: ``T = max(T + 1, remote.T + 1, pt << 16)``.
+
+        The result is greater than ``remote`` and than every timestamp issued
+        before.  Raises ClockDriftError when ``remote.physical`` is more than
+        ``max_drift_ms`` ahead of the wall clock, TypeError for a
+        non-Timestamp; the clock is unchanged in either case.
+        """
+        cdef Timestamp other = _check_timestamp("remote", remote)
+        cdef uint64_t word
+        cdef int64_t pt
+        with cython.critical_section(self):
+            pt = self._read_wall()
+            if (self._max_drift_ms >= 0
+                    and <int64_t>(other._packed >> 16) - pt > self._max_drift_ms):
+                raise ClockDriftError(remote, pt, self._max_drift_ms)
+            word = self._advance(pt, self._word if self._word > other._packed else other._packed)
+        return _make(word, self._node)
+
+    cdef int64_t _read_wall(self) except -1:
+        if self._manual is not None:
+            return self._manual._ms
+        if self._wall is None:
+            return hlcbus_realtime_ms()
+        return self._read_callable()
+
+    cdef int64_t _read_callable(self) except -1:
+        reading = self._wall()
+        if type(reading) is not int:
+            if isinstance(reading, bool) or not hasattr(type(reading), "__index__"):
+                raise TypeError(f"wall() must return an int, not {type(reading).__name__}")
+            reading = reading.__index__()
+        if not 0 <= reading <= PHYSICAL_MAX:
+            raise ValueError(f"wall() returned {reading}, outside [0, 2**48)")
+        return <int64_t>reading
+
+    cdef uint64_t _advance(self, int64_t pt, uint64_t base) except 0:
+        """Commit ``max(base + 1, pt << 16)``; the caller holds the critical section."""
+        if base == WORD_MAX:
+            raise ClockOverflowError("the clock has reached the end of its 48-bit range")
+        cdef uint64_t floor = <uint64_t>pt << 16
+        cdef uint64_t word = base + 1 if base + 1 > floor else floor
+        if word != floor and (word & LOGICAL_MASK) == 0 and self._raise_on_overflow:
+            raise ClockOverflowError(
+                f"the logical counter is full at physical {(word >> 16) - 1} ms "
+                "and overflow='raise'"
+            )
+        self._count_jump(pt)
+        self._word = word
+        return word
+
+    cdef inline void _count_jump(self, int64_t pt) noexcept:
+        cdef int64_t mono = hlcbus_monotonic_ms()
+        if self._last_wall >= 0:
+            if pt < self._last_wall:
+                self._backward_jumps += 1
+            elif (pt - self._last_wall) - (mono - self._last_mono) > FORWARD_JUMP_MS:
+                self._forward_jumps += 1
+        self._last_wall = pt
+        self._last_mono = mono
+
+    def __repr__(self):
+        return f"HLC(node={self._node:#018x}, last={self.last!r})"
+
+
+# --- PriorityBuffer -------------------------------------------------------------
+
+
+ctypedef struct Entry:
+    uint64_t packed
+    uint64_t node
+    uint64_t seq  # insertion order: ties pop first-in first-out
+    PyObject* ts  # owned reference
+    PyObject* item  # owned reference
+
+
+cdef inline bint _less(const Entry* a, const Entry* b) noexcept nogil:
+    if a.packed != b.packed:
+        return a.packed < b.packed
+    if a.node != b.node:
+        return a.node < b.node
+    return a.seq < b.seq
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class PriorityBuffer:
+    """A min-heap of (Timestamp, item) entries keyed by (physical, logical, node).
+
+    Equal keys pop in insertion order.  push and pop cost O(log n);
+    ``pop_until`` costs O(k log n) for k entries popped.  Each call is atomic
+    with respect to other threads.
+    """
+
+    # Invariant: _heap[0:_size] is a binary min-heap under _less, each entry
+    # owning one reference to its ts and its item; _size <= _capacity.
+    cdef Entry* _heap
+    cdef Py_ssize_t _size
+    cdef Py_ssize_t _capacity
+    cdef uint64_t _seq
+
+    def __dealloc__(self):
+        self._release(self._heap, self._size)
+
+    cdef void _release(self, Entry* entries, Py_ssize_t count) noexcept:
+        cdef Py_ssize_t i
+        for i in range(count):
+            Py_XDECREF(entries[i].ts)
+            Py_XDECREF(entries[i].item)
+        free(entries)
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t capacity = self._capacity * 2 if self._capacity else 16
+        cdef Entry* grown = <Entry*>realloc(self._heap, capacity * sizeof(Entry))
+        if grown is NULL:
+            raise MemoryError("PriorityBuffer cannot grow")
+        self._heap = grown
+        self._capacity = capacity
+        return 0
+
+    # The two sift routines are those of CPython's heapq: _sift_up walks the
+    # hole at ``pos`` down to a leaf along smaller children, then _sift_down
+    # bubbles the moved entry back up; fewer comparisons than a classic sift.
+    cdef void _sift_down(self, Py_ssize_t start, Py_ssize_t pos) noexcept nogil:
+        cdef Entry moving = self._heap[pos]
+        cdef Py_ssize_t parent
+        while pos > start:
+            parent = (pos - 1) >> 1
+            if not _less(&moving, &self._heap[parent]):
+                break
+            self._heap[pos] = self._heap[parent]
+            pos = parent
+        self._heap[pos] = moving
+
+    cdef void _sift_up(self, Py_ssize_t pos) noexcept nogil:
+        cdef Py_ssize_t end = self._size, start = pos, child = 2 * pos + 1
+        cdef Entry moving = self._heap[pos]
+        while child < end:
+            if child + 1 < end and not _less(&self._heap[child], &self._heap[child + 1]):
+                child += 1
+            self._heap[pos] = self._heap[child]
+            pos = child
+            child = 2 * pos + 1
+        self._heap[pos] = moving
+        self._sift_down(start, pos)
+
+    cdef Entry _take_min(self) noexcept nogil:
+        """Remove the root and return it; its references pass to the caller."""
+        cdef Entry top = self._heap[0]
+        self._size -= 1
+        if self._size:
+            self._heap[0] = self._heap[self._size]
+            self._sift_up(0)
+        return top
+
+    def push(self, ts, item):
+        """Add ``item`` under key ``ts``."""
+        cdef Timestamp key = _check_timestamp("ts", ts)
+        cdef Entry* slot
+        with cython.critical_section(self):
+            if self._size == self._capacity:
+                self._grow()
+            slot = &self._heap[self._size]
+            slot.packed = key._packed
+            slot.node = key._node
+            slot.seq = self._seq
+            Py_INCREF(key)
+            slot.ts = <PyObject*>key
+            Py_INCREF(item)
+            slot.item = <PyObject*>item
+            self._seq += 1
+            self._size += 1
+            self._sift_down(0, self._size - 1)
+
+    def pop(self):
+        """Remove and return the entry with the smallest key; IndexError when empty."""
+        cdef Entry top
+        with cython.critical_section(self):
+            if not self._size:
+                raise IndexError("pop from an empty PriorityBuffer")
+            top = self._take_min()
+        return _pair(&top)
+
+    def peek(self):
+        """Return the entry with the smallest key without removing it; IndexError when empty."""
+        with cython.critical_section(self):
+            if not self._size:
+                raise IndexError("peek at an empty PriorityBuffer")
+            return (<object>self._heap[0].ts, <object>self._heap[0].item)
+
+    def pop_until(self, ts):
+        """Remove and return, in key order, every entry whose key is <= ``ts``."""
+        cdef Timestamp bound = _check_timestamp("ts", ts)
+        cdef list released = []
+        cdef Entry top
+        with cython.critical_section(self):
+            while self._size and (
+                    self._heap[0].packed < bound._packed
+                    or (self._heap[0].packed == bound._packed
+                        and self._heap[0].node <= bound._node)):
+                top = self._take_min()
+                released.append(_pair(&top))
+        return released
+
+    def clear(self):
+        """Remove every entry."""
+        cdef Entry* entries
+        cdef Py_ssize_t count
+        with cython.critical_section(self):
+            entries, count = self._heap, self._size
+            self._heap, self._size, self._capacity = NULL, 0, 0
+        # Released outside the section: a finalizer run by a decref may use this buffer.
+        self._release(entries, count)
+
+    def __len__(self):
+        return self._size
+
+    def __bool__(self):
+        return self._size != 0
+
+    def __repr__(self):
+        return f"<PriorityBuffer of {self._size} entries>"
+
+
+cdef inline tuple _pair(Entry* entry):
+    """Return (ts, item), consuming the entry's references."""
+    cdef tuple pair = (<object>entry.ts, <object>entry.item)
+    Py_XDECREF(entry.ts)
+    Py_XDECREF(entry.item)
+    return pair
