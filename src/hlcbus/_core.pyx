@@ -10,7 +10,9 @@ helpers, so both cores say exactly the same thing.
 Thread safety: every method that reads and writes state does so inside
 ``cython.critical_section(self)``.  On a GIL build that costs nothing, since
 these sections call no Python code that could release the GIL between the
-read and the write; on a free-threaded build it is a per-object lock.
+read and the write; on a free-threaded build it is a per-object lock.  The
+one exception is an HLC whose wall is a Python callable: its ticks also hold
+a threading.Lock (see HLC.__init__).
 """
 
 cimport cython
@@ -19,7 +21,9 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 
+import operator
 import secrets
+import threading
 
 from hlcbus import _core_py as _py
 from hlcbus.errors import ClockDriftError, ClockOverflowError
@@ -362,6 +366,75 @@ cdef Timestamp _from_twin(object twin):
     return _make(twin._packed, twin._node)
 
 
+# --- Event ---------------------------------------------------------------------
+
+
+cdef inline str _check_type(object event_type):
+    if type(event_type) is not str:
+        raise TypeError(f"type must be a str, not {type(event_type).__name__}")
+    if not event_type:
+        raise ValueError("type must be a non-empty str")
+    return <str>event_type
+
+
+@cython.final
+@cython.freelist(256)
+cdef class Event:
+    """An event: ``type`` (non-empty str), ``data`` (any object), ``timestamp``; immutable.
+
+    An event's identity is its timestamp (a clock issues each timestamp
+    once), so events compare and hash by timestamp alone.
+    """
+
+    cdef str _type
+    cdef object _data
+    cdef Timestamp _timestamp
+
+    def __init__(self, type, data, timestamp):
+        self._type = _check_type(type)
+        self._timestamp = _check_timestamp("timestamp", timestamp)
+        self._data = data
+
+    @property
+    def type(self):
+        """The event type, e.g. ``"vsm.s1.update"``."""
+        return self._type
+
+    @property
+    def data(self):
+        """The payload."""
+        return self._data
+
+    @property
+    def timestamp(self):
+        """The HLC timestamp: the event's identity and its place in the order."""
+        return self._timestamp
+
+    def __richcmp__(self, other, int op):
+        if type(other) is not Event or op not in (2, 3):
+            return NotImplemented
+        equal = self._timestamp == (<Event>other)._timestamp
+        return equal if op == 2 else not equal
+
+    def __hash__(self):
+        return hash(self._timestamp)
+
+    def __reduce__(self):
+        return (Event, (self._type, self._data, self._timestamp))
+
+    def __repr__(self):
+        return f"Event({self._type!r}, {self._data!r}, {self._timestamp!r})"
+
+
+def stamp(HLC clock not None, type, data):
+    """Return ``Event(type, data, clock.now())``; the bus's publish path."""
+    cdef Event event = Event.__new__(Event)
+    event._type = _check_type(type)
+    event._data = data
+    event._timestamp = clock.now()
+    return event
+
+
 # --- ManualClock ----------------------------------------------------------------
 
 
@@ -392,7 +465,7 @@ cdef class ManualClock:
         if type(delta_ms) is not int:
             if isinstance(delta_ms, bool) or not hasattr(type(delta_ms), "__index__"):
                 raise TypeError(f"delta_ms must be an int, not {type(delta_ms).__name__}")
-            delta_ms = delta_ms.__index__()
+            delta_ms = operator.index(delta_ms)
         with cython.critical_section(self):
             target = self._ms + delta_ms
             if not 0 <= target <= PHYSICAL_MAX:
@@ -430,6 +503,7 @@ cdef class HLC:
     cdef uint64_t _node
     cdef object _wall  # None (system clock), or the user's callable
     cdef ManualClock _manual  # the wall when it is a ManualClock: read in C
+    cdef object _wall_lock  # a threading.Lock when the wall is Python code, else None
     cdef int64_t _max_drift_ms  # -1: no limit
     cdef bint _raise_on_overflow
     cdef int64_t _last_wall  # -1: no reading yet, so no jump to count
@@ -448,6 +522,13 @@ cdef class HLC:
             raise ValueError(f"overflow must be 'carry' or 'raise', got {overflow!r}")
         self._wall = wall
         self._manual = wall if type(wall) is ManualClock else None
+        # A Python wall lets other threads run in the middle of a tick (between
+        # its bytecodes on a GIL build, where critical_section is a no-op; while
+        # it blocks on a free-threaded one, which suspends the section), so the
+        # ticks that call it also hold a real lock.  Readings are then committed
+        # in the order they were taken, as in _core_py, and no jump is miscounted.
+        self._wall_lock = (threading.Lock() if wall is not None and self._manual is None
+                           else None)
         self._raise_on_overflow = overflow == "raise"
         self._word = 0
         self._last_wall = -1
@@ -494,8 +575,11 @@ cdef class HLC:
         under ``overflow="raise"`` or the 48-bit range is exhausted.
         """
         cdef uint64_t word
-        with cython.critical_section(self):
-            word = self._advance(self._read_wall(), self._word)
+        if self._wall_lock is None:
+            word = self._tick()
+        else:
+            with self._wall_lock:
+                word = self._tick()
         return _make(word, self._node)
 
     def update(self, remote):
@@ -508,14 +592,27 @@ cdef class HLC:
         """
         cdef Timestamp other = _check_timestamp("remote", remote)
         cdef uint64_t word
+        if self._wall_lock is None:
+            word = self._merge(other)
+        else:
+            with self._wall_lock:
+                word = self._merge(other)
+        return _make(word, self._node)
+
+    cdef uint64_t _tick(self) except 0:
+        """Commit a local tick and return the new word."""
+        with cython.critical_section(self):
+            return self._advance(self._read_wall(), self._word)
+
+    cdef uint64_t _merge(self, Timestamp other) except 0:
+        """Check ``other`` for drift, commit a receive tick and return the new word."""
         cdef int64_t pt
         with cython.critical_section(self):
             pt = self._read_wall()
             if (self._max_drift_ms >= 0
                     and <int64_t>(other._packed >> 16) - pt > self._max_drift_ms):
-                raise ClockDriftError(remote, pt, self._max_drift_ms)
-            word = self._advance(pt, self._word if self._word > other._packed else other._packed)
-        return _make(word, self._node)
+                raise ClockDriftError(other, pt, self._max_drift_ms)
+            return self._advance(pt, self._word if self._word > other._packed else other._packed)
 
     cdef int64_t _read_wall(self) except -1:
         if self._manual is not None:
@@ -529,7 +626,7 @@ cdef class HLC:
         if type(reading) is not int:
             if isinstance(reading, bool) or not hasattr(type(reading), "__index__"):
                 raise TypeError(f"wall() must return an int, not {type(reading).__name__}")
-            reading = reading.__index__()
+            reading = operator.index(reading)
         if not 0 <= reading <= PHYSICAL_MAX:
             raise ValueError(f"wall() returned {reading}, outside [0, 2**48)")
         return <int64_t>reading

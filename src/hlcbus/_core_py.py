@@ -320,6 +320,91 @@ class Timestamp:
         return (self._packed, self._node) >= (other._packed, other._node)
 
 
+# --- Event ---------------------------------------------------------------------
+
+
+def _check_type(event_type: Any) -> str:
+    if type(event_type) is not str:
+        raise TypeError(f"type must be a str, not {type(event_type).__name__}")
+    if not event_type:
+        raise ValueError("type must be a non-empty str")
+    return event_type
+
+
+class Event:
+    """An event: ``type`` (non-empty str), ``data`` (any object), ``timestamp``; immutable.
+
+    An event's identity is its timestamp (a clock issues each timestamp
+    once), so events compare and hash by timestamp alone.
+    """
+
+    __slots__ = ("_type", "_data", "_timestamp")
+    _type: str
+    _data: Any
+    _timestamp: Timestamp
+
+    def __init__(self, type: str, data: Any, timestamp: Timestamp) -> None:
+        object.__setattr__(self, "_type", _check_type(type))
+        object.__setattr__(self, "_timestamp", _check_timestamp("timestamp", timestamp))
+        object.__setattr__(self, "_data", data)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("type 'Event' is not an acceptable base type")
+
+    @classmethod
+    def _make(cls, event_type: str, data: Any, timestamp: Timestamp) -> Event:
+        event = object.__new__(cls)
+        object.__setattr__(event, "_type", event_type)
+        object.__setattr__(event, "_data", data)
+        object.__setattr__(event, "_timestamp", timestamp)
+        return event
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError("Event is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Event is immutable")
+
+    @property
+    def type(self) -> str:
+        """The event type, e.g. ``"vsm.s1.update"``."""
+        return self._type
+
+    @property
+    def data(self) -> Any:
+        """The payload."""
+        return self._data
+
+    @property
+    def timestamp(self) -> Timestamp:
+        """The HLC timestamp: the event's identity and its place in the order."""
+        return self._timestamp
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Event:
+            return NotImplemented
+        return self._timestamp == other._timestamp
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not Event:
+            return NotImplemented
+        return self._timestamp != other._timestamp
+
+    def __hash__(self) -> int:
+        return hash(self._timestamp)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (Event, (self._type, self._data, self._timestamp))
+
+    def __repr__(self) -> str:
+        return f"Event({self._type!r}, {self._data!r}, {self._timestamp!r})"
+
+
+def stamp(clock: HLC, type: str, data: Any) -> Event:
+    """Return ``Event(type, data, clock.now())``; the bus's publish path."""
+    return Event._make(_check_type(type), data, clock.now())
+
+
 # --- ManualClock ----------------------------------------------------------------
 
 

@@ -43,3 +43,23 @@ class ClockOverflowError(HLCBusError, OverflowError):
     Raised when the 16-bit counter is full under ``overflow="raise"``, or when
     the 48-bit millisecond field is exhausted.  The clock is unchanged.
     """
+
+
+class BusClosed(HLCBusError, RuntimeError):
+    """The bus (or subscription) is closed: nothing more can be published or received."""
+
+
+class BufferFull(HLCBusError):
+    """A subscription's buffer had no room for an event.
+
+    Raised by ``publish``/``receive`` under the ``"error"`` overflow policy, or
+    under ``"block"`` once the bus's publish timeout has passed.  The event
+    was still routed to every other matching subscription; for the ones
+    named in ``subscriptions`` it was dropped and counted.
+    """
+
+    def __init__(self, event: Any, subscriptions: list[Any]) -> None:
+        self.event = event
+        self.subscriptions = subscriptions
+        names = ", ".join(repr(s.name) for s in subscriptions)
+        super().__init__(f"no room for {event!r} in subscription(s) {names}")

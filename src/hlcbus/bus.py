@@ -1,0 +1,384 @@
+"""EventBus: publish, receive, subscribe, close.
+
+The bus stamps and routes; each Subscription (delivery.py) delivers on its own
+worker thread.  Routing reads a cache of type -> subscriptions that
+subscribe/close invalidate, so the publish path takes no lock.
+
+Publishes in flight.  An ordered subscription must not release past an event
+that is stamped but not yet in its inbox.  Each publishing thread therefore
+records, before it stamps, a floor its stamp will exceed (the clock's last
+value; for ``receive``, the event's own timestamp) and clears it once the
+event is routed.  Workers release only below the lowest recorded floor, so
+local publishes are never late, whatever the window.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from hlcbus._compat import core
+from hlcbus.delivery import OVERFLOW_POLICIES, Subscription, SubscriptionStats, _before
+from hlcbus.errors import BufferFull, BusClosed, ClockDriftError
+
+HLC = core.HLC
+Event = core.Event
+stamp = core.stamp
+get_ident = threading.get_ident
+
+DEDUPE_MIN_MS = 1_000  # ms: receive() remembers timestamps at least this long
+ROUTE_CACHE_LIMIT = 4_096  # distinct event types cached before the cache restarts
+IN_FLIGHT_POLL = 0.0002  # seconds between checks while close waits for publishes
+
+
+@dataclass(frozen=True)
+class BusStats:
+    """Bus-level counters: receive's duplicates and drift rejections."""
+
+    received: int
+    duplicates: int
+    drift_rejections: int
+    subscriptions: int
+
+
+@dataclass(frozen=True)
+class CloseReport:
+    """What ``EventBus.close`` did, per subscription name."""
+
+    drained: bool
+    delivered: dict[str, int]
+    discarded: dict[str, int]
+    stopped: dict[str, bool]
+
+    @property
+    def all_stopped(self) -> bool:
+        return all(self.stopped.values())
+
+
+def _check_pattern(pattern: Any) -> str:
+    if type(pattern) is not str:
+        raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+    if not pattern:
+        raise ValueError("pattern must be a non-empty str")
+    if "*" in pattern[:-1] or (pattern.endswith("*") and pattern != "*"
+                               and not pattern.endswith(".*")):
+        raise ValueError(f"pattern {pattern!r}: '*' may only be the whole pattern or end "
+                         "it as '.*', e.g. 'vsm.*'")
+    return pattern
+
+
+def _matches(pattern: str, event_type: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_callable(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+
+
+class EventBus:
+    """An in-process event bus whose subscribers may receive events in HLC order.
+
+    ``publish`` stamps events with ``clock``; ``receive`` takes events stamped
+    elsewhere.  Thread-safe throughout.  ``publish_timeout`` (seconds) bounds
+    how long a publisher waits on a full subscription under the ``"block"``
+    policy; ``dedupe_ms`` how long ``receive`` remembers timestamps (default:
+    twice the largest window, at least DEDUPE_MIN_MS).
+    """
+
+    def __init__(self, clock: Optional[Any] = None, *, publish_timeout: float = 5.0,
+                 dedupe_ms: Optional[int] = None) -> None:
+        if clock is None:
+            clock = HLC()
+        elif type(clock) is not HLC:
+            raise TypeError(f"clock must be an hlcbus.HLC, not {type(clock).__name__}")
+        if type(publish_timeout) not in (int, float) or not publish_timeout > 0:
+            raise ValueError(f"publish_timeout must be a positive number, got {publish_timeout!r}")
+        if dedupe_ms is not None:
+            _check_int("dedupe_ms", dedupe_ms, 0)
+        self.clock = clock
+        self.publish_timeout = float(publish_timeout)
+        self._dedupe_ms = dedupe_ms
+        # Guards _subs, the route cache's invalidation, _closed's transition and
+        # the subscription names.  The publish path never takes it.
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+        self._routes: dict[Any, tuple[Subscription, ...]] = {}
+        self._names: collections.Counter[str] = collections.Counter()
+        self._closed = False
+        self._close_report: Optional[CloseReport] = None
+        # thread id -> floor of that thread's publish in flight (None: idle).
+        # Each thread writes only its own key, so no lock is needed.
+        self._in_flight: dict[int, Any] = {}
+        # Guards _seen, _seen_order and the receive counters: a duplicate check,
+        # the clock merge and the insert must be one step.
+        self._seen_lock = threading.Lock()
+        self._seen: set[Any] = set()
+        self._seen_order: collections.deque[tuple[int, Any]] = collections.deque()
+        self._received = self._duplicates = self._drift_rejections = 0
+
+    # --- publishing -------------------------------------------------------------
+
+    def publish(self, type: str, data: Any = None) -> Any:
+        """Stamp ``Event(type, data, clock.now())`` and route it; return the event.
+
+        Costs well under a microsecond with one subscriber: it only appends
+        to each matching subscription's inbox.  Raises BusClosed after
+        ``close``, TypeError/ValueError for a bad type, BufferFull when an
+        ``"error"`` or timed-out ``"block"`` subscription had no room (the
+        other subscriptions still got the event).
+        """
+        # The slot is set before the closed check and the route lookup, so that
+        # close() and _unroute() see every publish that may still append.
+        slots, tid = self._in_flight, get_ident()
+        slots[tid] = self.clock.last
+        try:
+            if self._closed:
+                raise BusClosed("the bus is closed")
+            try:
+                subs = self._routes[type]
+            except (KeyError, TypeError):
+                subs = self._route(type)
+            event = stamp(self.clock, type, data)
+            full = self._offer(subs, event) if subs else None
+        finally:
+            slots[tid] = None
+        if full:
+            raise BufferFull(event, full)
+        return event
+
+    def receive(self, event: Any) -> bool:
+        """Take an event stamped elsewhere; False if it is a duplicate.
+
+        Merges the clock (``clock.update``) and routes the event.  Raises
+        TypeError for a non-Event, BusClosed after ``close``, and
+        ClockDriftError when its timestamp is beyond the clock's max drift
+        (then nothing is stored, delivered or changed; it is counted).
+        """
+        if type(event) is not Event:
+            raise TypeError(f"event must be an hlcbus.Event, not {type(event).__name__}")
+        slots, tid = self._in_flight, get_ident()
+        ts = event.timestamp
+        slots[tid] = ts
+        try:
+            if self._closed:
+                raise BusClosed("the bus is closed")
+            try:
+                subs = self._routes[event.type]
+            except KeyError:
+                subs = self._route(event.type)
+            if not self._admit(ts):
+                return False
+            full = self._offer(subs, event) if subs else None
+        finally:
+            slots[tid] = None
+        if full:
+            raise BufferFull(event, full)
+        return True
+
+    def _admit(self, ts: Any) -> bool:
+        """Check for a duplicate and merge the clock, as one step."""
+        with self._seen_lock:
+            if ts in self._seen:
+                self._duplicates += 1
+                return False
+            try:
+                self.clock.update(ts)
+            except ClockDriftError:
+                self._drift_rejections += 1
+                raise
+            self._received += 1
+            self._remember(ts)
+        return True
+
+    def _remember(self, ts: Any) -> None:
+        wall = self.clock.wall_ms()
+        self._seen.add(ts)
+        order = self._seen_order
+        order.append((wall, ts))
+        horizon = wall - self._dedupe_horizon()
+        while order[0][0] < horizon:
+            self._seen.discard(order.popleft()[1])
+
+    def _dedupe_horizon(self) -> int:
+        if self._dedupe_ms is not None:
+            return self._dedupe_ms
+        windows = [s.window_ms for s in self._subs if s.ordered]
+        return max(DEDUPE_MIN_MS, 2 * max(windows, default=0))
+
+    def _offer(self, subs: tuple[Subscription, ...], event: Any) -> Optional[list[Subscription]]:
+        full = None
+        for sub in subs:
+            inbox = sub._inbox
+            if len(inbox) < sub._room:
+                inbox.append(event)
+            elif not sub._offer_slow(event, self.publish_timeout):
+                full = [sub] if full is None else full + [sub]
+                continue
+            if sub._sleeping:
+                sub._wake.set()
+        return full
+
+    def _in_flight_bound(self) -> Any:
+        """Return the greatest timestamp a worker may release now, or None."""
+        last = self.clock.last  # read first: what is stamped later exceeds it
+        floors = [f for f in self._in_flight.copy().values() if f is not None]
+        if not floors:
+            return last
+        return _before(min(floors))
+
+    # --- routing ----------------------------------------------------------------
+
+    def _route(self, event_type: Any) -> tuple[Subscription, ...]:
+        if type(event_type) is not str:
+            raise TypeError(f"type must be a str, not {type(event_type).__name__}")
+        if not event_type:
+            raise ValueError("type must be a non-empty str")
+        with self._lock:
+            subs = tuple(s for s in self._subs if _matches(s.pattern, event_type))
+            if len(self._routes) >= ROUTE_CACHE_LIMIT:
+                self._routes = {}
+            self._routes[event_type] = subs
+        return subs
+
+    def _unroute(self, sub: Subscription) -> None:
+        """Stop routing to ``sub`` and wait out the publishes that may still reach it."""
+        with self._lock:
+            if sub not in self._subs:
+                return
+            self._subs.remove(sub)
+            self._routes = {}
+        self._wait_in_flight(None)
+
+    def _wait_in_flight(self, deadline: Optional[float]) -> bool:
+        me = get_ident()
+        pending = {tid: f for tid, f in self._in_flight.copy().items()
+                   if f is not None and tid != me}
+        while pending:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(IN_FLIGHT_POLL)
+            slots = self._in_flight
+            pending = {tid: f for tid, f in pending.items() if slots.get(tid) is f}
+        return True
+
+    # --- subscriptions ----------------------------------------------------------
+
+    def subscribe(self, pattern: str, handler: Optional[Callable[..., Any]] = None, *,
+                  ordered: bool = False, window_ms: int = 100, maxsize: int = 10_000,
+                  overflow: str = "block",
+                  on_late: Optional[Callable[[Any, int], Any]] = None,
+                  on_error: Optional[Callable[[Any, BaseException], Any]] = None,
+                  batch_size: Optional[int] = None, name: Optional[str] = None) -> Subscription:
+        """Subscribe to events whose type matches ``pattern``; see README "Ordered delivery".
+
+        ``pattern`` is an exact type, ``"*"``, or a prefix such as
+        ``"vsm.*"``.  Without a ``handler`` the subscription is a mailbox
+        (``get()``, iteration).  Bad arguments raise TypeError/ValueError
+        and change nothing.  Raises BusClosed after ``close``.
+        """
+        _check_pattern(pattern)
+        _check_callable("handler", handler)
+        _check_callable("on_late", on_late)
+        _check_callable("on_error", on_error)
+        if type(ordered) is not bool:
+            raise TypeError(f"ordered must be a bool, not {type(ordered).__name__}")
+        _check_int("window_ms", window_ms, 0)
+        _check_int("maxsize", maxsize, 1)
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}; "
+                             f"got {overflow!r}")
+        if batch_size is not None:
+            _check_int("batch_size", batch_size, 1)
+        if name is not None and (type(name) is not str or not name):
+            raise TypeError("name must be a non-empty str or None")
+        with self._lock:
+            if self._closed:
+                raise BusClosed("the bus is closed")
+            sub = Subscription(self, pattern, handler, ordered=ordered, window_ms=window_ms,
+                               maxsize=maxsize, overflow=overflow, on_late=on_late,
+                               on_error=on_error, batch_size=batch_size,
+                               name=self._unique_name(name or pattern))
+            sub._start()
+            self._subs.append(sub)
+            self._routes = {}
+        return sub
+
+    def _unique_name(self, base: str) -> str:
+        self._names[base] += 1
+        count = self._names[base]
+        return base if count == 1 else f"{base}#{count}"
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """The live subscriptions."""
+        return list(self._subs)
+
+    @property
+    def stats(self) -> BusStats:
+        """A snapshot of the bus-level counters."""
+        return BusStats(received=self._received, duplicates=self._duplicates,
+                        drift_rejections=self._drift_rejections, subscriptions=len(self._subs))
+
+    # --- closing ------------------------------------------------------------------
+
+    def close(self, drain: bool = True, timeout: Optional[float] = None) -> CloseReport:
+        """Stop every subscription and refuse further publish/receive.
+
+        With ``drain`` everything pending is delivered first (ordered
+        subscriptions release their whole buffer, in order); without it
+        pending events are discarded and counted.  ``timeout`` (seconds)
+        bounds the whole close; a subscription whose handler is still
+        running then is reported as not stopped.  Calling it again returns
+        the first report.
+        """
+        with self._lock:
+            if self._close_report is not None or self._closed:
+                return self._close_report or CloseReport(drain, {}, {}, {})
+            self._closed = True
+            subs, self._subs, self._routes = self._subs, [], {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wait_in_flight(deadline)
+        for sub in subs:
+            sub._request_stop(drain)
+        stopped = {sub.name: sub._join(deadline) for sub in subs}
+        report = CloseReport(
+            drained=drain,
+            delivered={sub.name: sub.stats.delivered for sub in subs},
+            discarded={sub.name: sub.discarded for sub in subs},
+            stopped=stopped,
+        )
+        self._close_report = report
+        return report
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> EventBus:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._subs)} subscriptions"
+        return f"<EventBus {state}, node {self.clock.node:#018x}>"
+
+
+__all__ = ["BusStats", "CloseReport", "EventBus", "Subscription", "SubscriptionStats"]

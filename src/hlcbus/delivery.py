@@ -1,0 +1,576 @@
+"""Per-subscription delivery: the inbox, the worker thread, ordered release.
+
+Each Subscription owns an inbox (a deque that publishers append to) and one
+worker thread that drains it.  An unordered subscription delivers in arrival
+order; an ordered one moves events into a PriorityBuffer and releases them in
+strict timestamp order once the watermark (wall time minus the window) and
+the bus's in-flight publishes allow.
+
+Guarantees:
+- An ordered subscription's handler sees strictly increasing timestamps.
+- Every event routed to a subscription ends in exactly one of the counters
+  delivered, late, duplicates or dropped, or is still pending; at a
+  quiescent moment ``received == delivered + late + duplicates + dropped +
+  pending``.
+- Handler exceptions never reach ``threading.excepthook``: they go to
+  ``on_error`` or to the log, and the worker carries on.
+
+Threads: publishers only append to the inbox (deque.append is atomic) and
+read a few plain attributes; everything else belongs to the worker thread.
+The slow paths (a full inbox, close, restart) take ``_lock``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+from hlcbus._compat import core
+from hlcbus.errors import BusClosed
+
+if TYPE_CHECKING:
+    from hlcbus.bus import EventBus
+
+log = logging.getLogger("hlcbus")
+
+Event = core.Event
+Timestamp = core.Timestamp
+PriorityBuffer = core.PriorityBuffer
+
+FLUSH_INTERVAL = 0.005  # seconds: longest an ordered worker sleeps while holding events
+IN_FLIGHT_RETRY = 0.0002  # seconds: re-check delay when a publish in flight holds releases
+RESTART_LIMIT = 3  # worker restarts allowed within RESTART_PERIOD ...
+RESTART_PERIOD = 5.0  # seconds; one more and the subscription is marked failed
+MAX_NODE = (1 << 64) - 1
+OVERFLOW_POLICIES = ("block", "drop_oldest", "drop_newest", "error")
+
+
+@dataclass(frozen=True)
+class SubscriptionStats:
+    """A snapshot of one subscription's counters.
+
+    At a quiescent moment ``received == delivered + late + duplicates +
+    dropped + pending``.  ``reordered`` counts events that arrived behind a
+    later timestamp and were put back in order (a subset of delivered or
+    pending).  ``watermark_lag_ms`` is how far the release point trails the
+    wall clock (the window, plus any hold by publishes in flight).
+    """
+
+    received: int
+    delivered: int
+    reordered: int
+    late: int
+    duplicates: int
+    dropped: int
+    handler_errors: int
+    restarts: int
+    pending: int
+    watermark_lag_ms: int
+    failed: bool
+
+
+def _before(ts: Any) -> Optional[Any]:
+    """Return the greatest key strictly below ``ts``, or None if there is none."""
+    if ts.node:
+        return Timestamp.from_packed(ts.packed, ts.node - 1)
+    if ts.packed:
+        return Timestamp.from_packed(ts.packed - 1, MAX_NODE)
+    return None
+
+
+class _ReleasedLog:
+    """The timestamps an ordered subscription released, oldest first, for dedupe.
+
+    Appends are in increasing order, so membership is a binary search; entries
+    older than the horizon are forgotten in amortised O(1).
+    """
+
+    __slots__ = ("_items", "_head")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._head = 0  # _items[:_head] are expired, kept until a compaction
+
+    def extend(self, stamps: list[Any]) -> None:
+        self._items.extend(stamps)
+
+    def __contains__(self, ts: Any) -> bool:
+        i = bisect.bisect_left(self._items, ts, self._head)
+        return i < len(self._items) and self._items[i] == ts
+
+    def expire(self, before_physical: int) -> None:
+        items, head = self._items, self._head
+        while head < len(items) and items[head].physical < before_physical:
+            head += 1
+        if head > 1024 and head * 2 > len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+
+
+class Subscription:
+    """One subscriber: a pattern, an inbox and a worker thread.
+
+    Made by ``EventBus.subscribe``; see there for the options.  ``stats``
+    reads the counters, ``close()`` unsubscribes and stops the worker, and a
+    subscription without a handler is a mailbox read with ``get()`` or by
+    iteration.
+    """
+
+    def __init__(self, bus: EventBus, pattern: str, handler: Optional[Callable[..., Any]], *,
+                 ordered: bool, window_ms: int, maxsize: int, overflow: str,
+                 on_late: Optional[Callable[[Any, int], Any]],
+                 on_error: Optional[Callable[[Any, BaseException], Any]],
+                 batch_size: Optional[int], name: str) -> None:
+        self.pattern = pattern
+        self.name = name
+        self.ordered = ordered
+        self.window_ms = window_ms
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self._bus = bus
+        self._clock = bus.clock
+        self._handler = handler
+        self._on_late = on_late
+        self._on_error = on_error
+        self._batch_size = batch_size
+        # Written by publishers (append) and drained by the worker only.
+        self._inbox: collections.deque[Any] = collections.deque()
+        # Room publishers may fill before the overflow policy applies; the
+        # worker lowers it by what the ordered buffer holds.
+        self._room = maxsize
+        self._sleeping = False  # the worker is (about to be) waiting on _wake
+        self._wake = threading.Event()
+        # Guards the slow paths shared between threads: overflow decisions and
+        # their counters, the stop flags, restarts, and the mailbox condition.
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)  # signalled when the inbox drains
+        self._mail = threading.Condition(self._lock)  # signalled when mail arrives
+        self._space_waiters = 0
+        self._mailbox: collections.deque[Any] = collections.deque()
+        self._stopping = False
+        self._drain_on_stop = True
+        self._stopped = threading.Event()
+        self._failed = False
+        self._restart_times: collections.deque[float] = collections.deque()
+        # Worker-owned state.
+        self._buffer = PriorityBuffer() if ordered else None
+        self._released = _ReleasedLog()
+        self._last_released: Any = None
+        self._max_arrived: Any = None
+        self._ready: collections.deque[Any] = collections.deque()  # released, not yet handled
+        self._late_queue: collections.deque[Any] = collections.deque()
+        self._lag_ms = 0
+        self._held = False  # the buffer's head waits for a publish in flight
+        # Counters: the worker's own, then those publishers change under _lock.
+        self._received = self._delivered = self._reordered = 0
+        self._late = self._duplicates = self._dropped = 0
+        self._handler_errors = self._restarts = 0
+        self._offer_dropped = 0  # refused or evicted by publishers (counted received too)
+        self._evictions_owed = 0  # drop_oldest evictions the worker still has to make
+        self._thread: Optional[threading.Thread] = None
+        self.discarded = 0  # events dropped by a close without drain
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"hlcbus-{self.name}", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a dying worker is restarted, not lost
+            self._crashed(exc)
+        else:
+            self._mark_stopped()
+
+    def _mark_stopped(self) -> None:
+        with self._lock:
+            self._stopped.set()
+            self._mail.notify_all()  # wake get() callers so they see the end
+
+    def _crashed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            times = self._restart_times
+            while times and now - times[0] > RESTART_PERIOD:
+                times.popleft()
+            give_up = len(times) >= RESTART_LIMIT or self._stopping
+            if not give_up:
+                times.append(now)
+                self._restarts += 1
+        if give_up:
+            log.error("hlcbus subscription %r failed: worker died (%r); pending events dropped",
+                      self.name, exc)
+            self._fail()
+        else:
+            log.warning("hlcbus subscription %r: worker died (%r); restarting", self.name, exc)
+            self._start()
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._bus._unroute(self)
+        self._discard_pending()
+        self._mark_stopped()
+
+    def _discard_pending(self) -> int:
+        """Count everything not yet delivered as dropped; the worker is not running."""
+        count = self._take_inbox_count() + len(self._ready)
+        self._ready.clear()
+        if self._buffer is not None:
+            count += len(self._buffer)
+            self._buffer.clear()
+        self._dropped += count
+        return count
+
+    def _take_inbox_count(self) -> int:
+        inbox, count = self._inbox, 0
+        while inbox:
+            try:
+                inbox.popleft()
+            except IndexError:
+                break
+            count += 1
+        self._received += count
+        return count
+
+    def _request_stop(self, drain: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            self._drain_on_stop = drain
+            self._space.notify_all()
+        self._wake.set()
+
+    def _join(self, deadline: Optional[float]) -> bool:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._stopped.wait(timeout):
+            return False
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return not thread.is_alive()
+        return True
+
+    def close(self, drain: bool = True, timeout: Optional[float] = None) -> bool:
+        """Unsubscribe and stop the worker; True once it has stopped.
+
+        With ``drain`` everything pending is delivered first (an ordered
+        subscription releases its whole buffer, in order); without it
+        pending events are dropped and counted.  Safe to call again.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._bus._unroute(self)
+        self._request_stop(drain)
+        return self._join(deadline)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # --- the publisher side --------------------------------------------------
+
+    def _offer_slow(self, event: Any, publish_timeout: float) -> bool:
+        """Apply the overflow policy to a full inbox; False if ``event`` was refused."""
+        with self._lock:
+            if self._stopping or self._failed:
+                return True  # the stop path counts what it finds; a late append is harmless
+            if self.overflow == "block":
+                return self._wait_for_room(event, publish_timeout)
+            if self.overflow == "drop_oldest":
+                self._evict_oldest()
+                self._inbox.append(event)
+                return True
+            self._offer_dropped += 1
+            return self.overflow != "error"
+
+    def _wait_for_room(self, event: Any, publish_timeout: float) -> bool:
+        deadline = time.monotonic() + publish_timeout
+        self._space_waiters += 1
+        try:
+            while len(self._inbox) >= self._room and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._offer_dropped += 1
+                    return False
+                self._space.wait(remaining)
+            self._inbox.append(event)
+            return True
+        finally:
+            self._space_waiters -= 1
+
+    def _evict_oldest(self) -> None:
+        """Drop the oldest pending event to make room; called under _lock.
+
+        An unordered subscription's oldest is the inbox's head.  An ordered
+        one's is the buffer's smallest timestamp, which only the worker may
+        touch: it is owed, and the worker evicts it on its next pass.
+        """
+        if self.ordered:
+            self._evictions_owed += 1
+            return
+        try:
+            self._inbox.popleft()
+        except IndexError:
+            return  # the worker took everything meanwhile: there is room now
+        self._offer_dropped += 1
+
+    # --- the worker ------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            if self.ordered:
+                self._ordered_step()
+            else:
+                self._direct_step()
+            self._deliver_ready()
+            self._report_late()
+            if self._stopping and self._finish_stop():
+                return
+            self._sleep()
+
+    def _sleep(self) -> None:
+        self._sleeping = True
+        if self._inbox or self._stopping:  # re-check: an append may have seen _sleeping False
+            self._sleeping = False
+            return
+        self._wake.wait(self._timeout())
+        self._wake.clear()
+        self._sleeping = False
+
+    def _timeout(self) -> Optional[float]:
+        if not self._buffer:
+            return None
+        if self._held:  # by a publish in flight: its append wakes us, or we poll soon
+            return IN_FLIGHT_RETRY
+        due_ms = self._buffer.peek()[0].physical + self.window_ms + 1 - self._clock.wall_ms()
+        return min(FLUSH_INTERVAL, max(due_ms, 0) / 1000.0 + 0.0002)
+
+    def _direct_step(self) -> None:
+        inbox, ready = self._inbox, self._ready
+        if ready:  # a full mailbox: leave events in the inbox, where the bound applies
+            return
+        count = len(inbox)
+        for _ in range(count):
+            ready.append(inbox.popleft())
+        self._received += count
+        self._signal_space()
+
+    def _ordered_step(self) -> None:
+        # Order matters: read the in-flight bound before draining the inbox,
+        # so that every event stamped below the bound is already drained.
+        local_bound = self._bus._in_flight_bound()
+        wall = self._clock.wall_ms()
+        self._absorb_inbox()
+        bound = local_bound
+        if self.window_ms and local_bound is not None:
+            watermark = wall - self.window_ms
+            below = Timestamp.from_packed((watermark << 16) - 1, MAX_NODE) if watermark > 0 else None
+            bound = below if below is None or below < local_bound else local_bound
+        if bound is not None and self._buffer and not self._ready:
+            self._release(self._buffer.pop_until(bound))
+        self._held = bool(self._buffer) and local_bound is not None and (
+            self._buffer.peek()[0] > local_bound)
+        self._lag_ms = wall - bound.physical if bound is not None else self.window_ms
+        if self.window_ms:
+            self._released.expire(wall - 2 * self.window_ms)
+        else:
+            self._released.expire(wall - 1000)
+
+    def _absorb_inbox(self) -> None:
+        inbox, buffer = self._inbox, self._buffer
+        assert buffer is not None
+        count = len(inbox)
+        last, highest = self._last_released, self._max_arrived
+        for _ in range(count):
+            event = inbox.popleft()
+            ts = event.timestamp
+            if last is not None and ts <= last:
+                self._reject(event, ts)
+                continue
+            if highest is None or ts > highest:
+                highest = ts
+            elif ts < highest:
+                self._reordered += 1
+            buffer.push(ts, event)
+        self._max_arrived = highest
+        self._received += count
+        if self._evictions_owed:
+            self._pay_evictions(buffer)
+        self._room = self.maxsize - len(buffer)
+        self._signal_space()
+
+    def _pay_evictions(self, buffer: Any) -> None:
+        with self._lock:
+            owed, self._evictions_owed = self._evictions_owed, 0
+        for _ in range(min(owed, len(buffer))):
+            buffer.pop()
+            self._dropped += 1
+
+    def _reject(self, event: Any, ts: Any) -> None:
+        if ts in self._released:
+            self._duplicates += 1
+        else:
+            self._late += 1
+            self._late_queue.append(event)
+
+    def _release(self, entries: list[Any]) -> None:
+        last, ready, stamps = self._last_released, self._ready, []
+        for ts, event in entries:
+            if last is not None and ts == last:  # the same event buffered twice
+                self._duplicates += 1
+                continue
+            ready.append(event)
+            stamps.append(ts)
+            last = ts
+        self._released.extend(stamps)
+        self._last_released = last
+        self._room = self.maxsize - len(self._buffer or ())
+
+    def _signal_space(self) -> None:
+        if self._space_waiters:
+            with self._lock:
+                self._space.notify_all()
+
+    def _deliver_ready(self) -> None:
+        ready = self._ready
+        if self._handler is None:
+            self._deliver_mail()
+        elif self._batch_size:
+            while ready:
+                batch = [ready.popleft() for _ in range(min(self._batch_size, len(ready)))]
+                self._call(batch, len(batch))
+        else:
+            handler = self._handler
+            while ready:
+                event = ready.popleft()
+                try:
+                    handler(event)
+                except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                    self._handler_failed(event, exc)
+                finally:  # counted even when a BaseException kills the worker
+                    self._delivered += 1
+
+    def _call(self, payload: Any, count: int) -> None:
+        try:
+            self._handler(payload)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - reported, never fatal
+            self._handler_failed(payload, exc)
+        finally:
+            self._delivered += count
+
+    def _handler_failed(self, payload: Any, exc: Exception) -> None:
+        self._handler_errors += 1
+        if self._on_error is None:
+            log.error("hlcbus subscription %r: handler raised on %r", self.name, payload,
+                      exc_info=exc)
+            return
+        try:
+            self._on_error(payload, exc)
+        except Exception:  # noqa: BLE001 - an error handler's error is only logged
+            log.exception("hlcbus subscription %r: on_error raised", self.name)
+
+    def _deliver_mail(self) -> None:
+        """Move released events to the mailbox, up to maxsize unless stopping."""
+        ready, mailbox = self._ready, self._mailbox
+        if not ready:
+            return
+        with self._lock:
+            room = len(ready) if self._stopping else self.maxsize - len(mailbox)
+            count = min(room, len(ready))
+            for _ in range(count):
+                mailbox.append(ready.popleft())
+            self._delivered += count
+            self._mail.notify_all()
+
+    def _report_late(self) -> None:
+        queue = self._late_queue
+        while queue:
+            event = queue.popleft()
+            lateness = max(0, self._last_released.physical - event.timestamp.physical)
+            if self._on_late is None:
+                continue
+            try:
+                self._on_late(event, lateness)
+            except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                self._handler_failed(event, exc)
+
+    def _finish_stop(self) -> bool:
+        """Complete a stop request; False while a draining stop still has work."""
+        if not self._drain_on_stop:
+            self.discarded = self._discard_pending()
+            return True
+        if self._inbox:
+            if not self.ordered:
+                self._direct_step()
+                self._deliver_ready()
+            return False
+        if self._buffer:
+            self._absorb_inbox()
+            self._release(self._buffer.pop_until(Timestamp.from_packed((1 << 64) - 1, MAX_NODE)))
+            self._deliver_ready()
+        return not self._inbox and not self._ready
+
+    # --- the mailbox -----------------------------------------------------------
+
+    def get(self, timeout: Optional[float] = None) -> Any:
+        """Take the next event of a handler-less subscription.
+
+        Blocks up to ``timeout`` seconds (None: forever); raises TimeoutError
+        when none came, BusClosed once the subscription is closed and empty.
+        """
+        if self._handler is not None:
+            raise TypeError("get() is for subscriptions without a handler")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not self._mailbox:
+                if self._stopped.is_set() or self._failed:
+                    raise BusClosed(f"subscription {self.name!r} is closed")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"no event for {self.name!r} within {timeout} s")
+                self._mail.wait(remaining)
+            event = self._mailbox.popleft()
+        if self._ready:  # the worker holds events back while the mailbox is full
+            self._wake.set()
+        return event
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield events until the subscription is closed and drained."""
+        while True:
+            try:
+                yield self.get()
+            except BusClosed:
+                return
+
+    # --- stats -------------------------------------------------------------------
+
+    @property
+    def stats(self) -> SubscriptionStats:
+        """A snapshot of the counters (consistent when the subscription is quiescent)."""
+        pending = len(self._inbox) + len(self._ready) + len(self._buffer or ())
+        return SubscriptionStats(
+            received=self._received + self._offer_dropped + len(self._inbox),
+            delivered=self._delivered,
+            reordered=self._reordered,
+            late=self._late,
+            duplicates=self._duplicates,
+            dropped=self._dropped + self._offer_dropped,
+            handler_errors=self._handler_errors,
+            restarts=self._restarts,
+            pending=pending,
+            watermark_lag_ms=self._lag_ms,
+            failed=self._failed,
+        )
+
+    def __repr__(self) -> str:
+        kind = "ordered" if self.ordered else "unordered"
+        return f"<Subscription {self.name!r} {self.pattern!r} {kind}>"
