@@ -230,8 +230,9 @@ class EventBus:
             elif not sub._offer_slow(event, self.publish_timeout):
                 full = [sub] if full is None else full + [sub]
                 continue
-            if sub._sleeping:
-                sub._wake.set()
+            if sub._sleeping:  # cleared here, or every publish until the worker runs would wake it
+                sub._sleeping = False
+                sub._wake_up()
         return full
 
     def _in_flight_bound(self) -> Any:

@@ -22,6 +22,7 @@ The slow paths (a full inbox, close, restart) take ``_lock``.
 
 from __future__ import annotations
 
+import _thread
 import bisect
 import collections
 import logging
@@ -145,7 +146,12 @@ class Subscription:
         # worker lowers it by what the ordered buffer holds.
         self._room = maxsize
         self._sleeping = False  # the worker is (about to be) waiting on _wake
-        self._wake = threading.Event()
+        # A binary semaphore: unlocked means "a wake-up is pending".  Any thread
+        # may release it; releasing it twice is harmless (see _wake_up).  A
+        # threading.Event was measured at ~1 us per set() and, worse, its
+        # Condition lock handed the GIL to the worker on every publish.
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
         # Guards the slow paths shared between threads: overflow decisions and
         # their counters, the stop flags, restarts, and the mailbox condition.
         self._lock = threading.Lock()
@@ -241,14 +247,23 @@ class Subscription:
         self._received += count
         return count
 
+    def _wake_up(self) -> None:
+        """Wake the worker if it waits; cheap, never blocks, safe from any thread."""
+        try:
+            self._wake.release()
+        except RuntimeError:  # already released: a wake-up is pending anyway
+            pass
+
     def _request_stop(self, drain: bool) -> None:
         with self._lock:
             self._stopping = True
             self._drain_on_stop = drain
             self._space.notify_all()
-        self._wake.set()
+        self._wake_up()
 
     def _join(self, deadline: Optional[float]) -> bool:
+        if self._thread is threading.current_thread():
+            return False  # called from a handler: the worker stops once it returns
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._stopped.wait(timeout):
             return False
@@ -342,8 +357,8 @@ class Subscription:
         if self._inbox or self._stopping:  # re-check: an append may have seen _sleeping False
             self._sleeping = False
             return
-        self._wake.wait(self._timeout())
-        self._wake.clear()
+        timeout = self._timeout()
+        self._wake.acquire(True, -1 if timeout is None else timeout)
         self._sleeping = False
 
     def _timeout(self) -> Optional[float]:
@@ -540,7 +555,7 @@ class Subscription:
                 self._mail.wait(remaining)
             event = self._mailbox.popleft()
         if self._ready:  # the worker holds events back while the mailbox is full
-            self._wake.set()
+            self._wake_up()
         return event
 
     def __iter__(self) -> Iterator[Any]:
