@@ -15,6 +15,7 @@ HLC = _core.HLC
 Event = _core.Event
 ManualClock = _core.ManualClock
 PriorityBuffer = _core.PriorityBuffer
+ReorderBuffer = _core.ReorderBuffer
 
 from hlcbus.bus import BusStats, CloseReport, EventBus  # noqa: E402  (needs the core above)
 from hlcbus.delivery import Subscription, SubscriptionStats  # noqa: E402
@@ -37,5 +38,6 @@ __all__ = [
     "HLCBusError",
     "ManualClock",
     "PriorityBuffer",
+    "ReorderBuffer",
     "Timestamp",
 ]

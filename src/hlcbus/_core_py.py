@@ -14,6 +14,7 @@ Order is (physical, logical, node), which is (packed, node).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import operator
@@ -675,3 +676,133 @@ class PriorityBuffer:
 
     def __repr__(self) -> str:
         return f"<PriorityBuffer of {len(self._heap)} entries>"
+
+
+# --- ReorderBuffer ----------------------------------------------------------------
+
+
+class ReorderBuffer:
+    """Put events back in timestamp order and release each once, in increasing order.
+
+    The ordered-delivery state of one subscription: a PriorityBuffer of
+    events, the last key released, and a log of released keys for telling a
+    duplicate from a late event.  Not thread-safe beyond each call being
+    atomic: one worker owns it.  ``absorb`` costs O(log n) per event,
+    ``release`` O(log n) per event released.
+    """
+
+    __slots__ = ("_heap", "_last", "_high", "_log", "_head", "_reordered", "_duplicates")
+
+    def __init__(self) -> None:
+        self._heap = PriorityBuffer()
+        self._last: Optional[Tuple[int, int]] = None  # key of the last event released
+        self._high: Optional[Tuple[int, int]] = None  # highest key absorbed
+        self._log: list[Tuple[int, int]] = []  # released keys, increasing; [_head:] live
+        self._head = 0
+        self._reordered = 0
+        self._duplicates = 0
+
+    @property
+    def reordered(self) -> int:
+        """Events absorbed behind a higher key (put back in order)."""
+        return self._reordered
+
+    @property
+    def duplicates(self) -> int:
+        """Events dropped because their key was buffered or released already."""
+        return self._duplicates
+
+    @property
+    def last_released(self) -> Optional[Timestamp]:
+        """The key of the last event released, or None."""
+        return None if self._last is None else Timestamp._make(*self._last)
+
+    def peek(self) -> Optional[Timestamp]:
+        """The smallest buffered key, or None when empty."""
+        return self._heap.peek()[0] if self._heap else None
+
+    def absorb(self, inbox: Any, count: int) -> list[Event]:
+        """Take ``count`` events from ``inbox.popleft()``; return the late ones.
+
+        An event at or below the last released key is a duplicate (its key
+        is in the release log: counted and dropped) or late (returned, never
+        buffered).  Any other event is buffered.
+        """
+        popleft, late = inbox.popleft, []
+        for _ in range(count):
+            event = popleft()
+            if type(event) is not Event:
+                raise TypeError(f"absorb takes Events, not {type(event).__name__}")
+            key = (event._timestamp._packed, event._timestamp._node)
+            if self._last is not None and key <= self._last:
+                if self._logged(key):
+                    self._duplicates += 1
+                else:
+                    late.append(event)
+                continue
+            if self._high is None or key > self._high:
+                self._high = key
+            elif key < self._high:
+                self._reordered += 1
+            self._heap.push(event._timestamp, event)
+        return late
+
+    def _logged(self, key: Tuple[int, int]) -> bool:
+        i = bisect.bisect_left(self._log, key, self._head)
+        return i < len(self._log) and self._log[i] == key
+
+    def release(self, bound: Timestamp) -> list[Event]:
+        """Remove and return, in order, the events with key <= ``bound``.
+
+        A second event with the key just released is a duplicate: counted, dropped.
+        """
+        bound = _check_timestamp("bound", bound)
+        released, log, last = [], self._log, self._last
+        for ts, event in self._heap.pop_until(bound):
+            key = (ts._packed, ts._node)
+            if key == last:
+                self._duplicates += 1
+                continue
+            released.append(event)
+            log.append(key)
+            last = key
+        self._last = last
+        return released
+
+    def release_all(self) -> list[Event]:
+        """Release every buffered event, in order."""
+        return self.release(Timestamp._make(PACKED_LIMIT - 1, NODE_LIMIT - 1))
+
+    def expire(self, before_physical: int) -> None:
+        """Forget released keys with physical below ``before_physical``."""
+        log, head = self._log, self._head
+        bound = before_physical << 16
+        while head < len(log) and log[head][0] < bound:
+            head += 1
+        if head > 1024 and head * 2 > len(log):
+            del log[:head]
+            head = 0
+        self._head = head
+
+    def evict(self, count: int) -> int:
+        """Drop up to ``count`` of the smallest buffered events; return how many."""
+        dropped = 0
+        while dropped < count and self._heap:
+            self._heap.pop()
+            dropped += 1
+        return dropped
+
+    def clear(self) -> int:
+        """Drop every buffered event; return how many."""
+        count = len(self._heap)
+        self._heap.clear()
+        return count
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __repr__(self) -> str:
+        return f"<ReorderBuffer of {len(self._heap)} events>"

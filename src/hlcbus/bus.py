@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from hlcbus._compat import core
-from hlcbus.delivery import OVERFLOW_POLICIES, Subscription, SubscriptionStats, _before
+from hlcbus.delivery import (
+    DEDUPE_MIN_MS,
+    OVERFLOW_POLICIES,
+    Subscription,
+    SubscriptionStats,
+    _before,
+)
 from hlcbus.errors import BufferFull, BusClosed, ClockDriftError
 
 HLC = core.HLC
@@ -29,7 +35,6 @@ Event = core.Event
 stamp = core.stamp
 get_ident = threading.get_ident
 
-DEDUPE_MIN_MS = 1_000  # ms: receive() remembers timestamps at least this long
 ROUTE_CACHE_LIMIT = 4_096  # distinct event types cached before the cache restarts
 IN_FLIGHT_POLL = 0.0002  # seconds between checks while close waits for publishes
 
@@ -241,7 +246,10 @@ class EventBus:
         floors = [f for f in self._in_flight.copy().values() if f is not None]
         if not floors:
             return last
-        return _before(min(floors))
+        # A receive's floor is its event's timestamp, which may be above `last`:
+        # a publish stamped after `last` was read may still fall below that floor.
+        bound = _before(min(floors))
+        return bound if bound is None or bound < last else last
 
     # --- routing ----------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Each Subscription owns an inbox (a deque that publishers append to) and one
 worker thread that drains it.  An unordered subscription delivers in arrival
-order; an ordered one moves events into a PriorityBuffer and releases them in
+order; an ordered one moves events into a ReorderBuffer (a heap keyed by
+timestamp, in the compiled core) and releases them in
 strict timestamp order once the watermark (wall time minus the window) and
 the bus's in-flight publishes allow.
 
@@ -23,7 +24,6 @@ The slow paths (a full inbox, close, restart) take ``_lock``.
 from __future__ import annotations
 
 import _thread
-import bisect
 import collections
 import logging
 import threading
@@ -41,7 +41,7 @@ log = logging.getLogger("hlcbus")
 
 Event = core.Event
 Timestamp = core.Timestamp
-PriorityBuffer = core.PriorityBuffer
+ReorderBuffer = core.ReorderBuffer
 
 FLUSH_INTERVAL = 0.005  # seconds: longest an ordered worker sleeps while holding events
 IN_FLIGHT_RETRY = 0.0002  # seconds: re-check delay when a publish in flight holds releases
@@ -49,6 +49,7 @@ RESTART_LIMIT = 3  # worker restarts allowed within RESTART_PERIOD ...
 RESTART_PERIOD = 5.0  # seconds; one more and the subscription is marked failed
 MAX_NODE = (1 << 64) - 1
 OVERFLOW_POLICIES = ("block", "drop_oldest", "drop_newest", "error")
+DEDUPE_MIN_MS = 1_000  # ms: an ordered subscription remembers released keys at least this long
 
 
 @dataclass(frozen=True)
@@ -82,36 +83,6 @@ def _before(ts: Any) -> Optional[Any]:
     if ts.packed:
         return Timestamp.from_packed(ts.packed - 1, MAX_NODE)
     return None
-
-
-class _ReleasedLog:
-    """The timestamps an ordered subscription released, oldest first, for dedupe.
-
-    Appends are in increasing order, so membership is a binary search; entries
-    older than the horizon are forgotten in amortised O(1).
-    """
-
-    __slots__ = ("_items", "_head")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._head = 0  # _items[:_head] are expired, kept until a compaction
-
-    def extend(self, stamps: list[Any]) -> None:
-        self._items.extend(stamps)
-
-    def __contains__(self, ts: Any) -> bool:
-        i = bisect.bisect_left(self._items, ts, self._head)
-        return i < len(self._items) and self._items[i] == ts
-
-    def expire(self, before_physical: int) -> None:
-        items, head = self._items, self._head
-        while head < len(items) and items[head].physical < before_physical:
-            head += 1
-        if head > 1024 and head * 2 > len(items):
-            del items[:head]
-            head = 0
-        self._head = head
 
 
 class Subscription:
@@ -165,17 +136,14 @@ class Subscription:
         self._failed = False
         self._restart_times: collections.deque[float] = collections.deque()
         # Worker-owned state.
-        self._buffer = PriorityBuffer() if ordered else None
-        self._released = _ReleasedLog()
-        self._last_released: Any = None
-        self._max_arrived: Any = None
+        self._buffer = ReorderBuffer() if ordered else None
         self._ready: collections.deque[Any] = collections.deque()  # released, not yet handled
         self._late_queue: collections.deque[Any] = collections.deque()
         self._lag_ms = 0
         self._held = False  # the buffer's head waits for a publish in flight
         # Counters: the worker's own, then those publishers change under _lock.
-        self._received = self._delivered = self._reordered = 0
-        self._late = self._duplicates = self._dropped = 0
+        self._received = self._delivered = 0
+        self._late = self._dropped = 0
         self._handler_errors = self._restarts = 0
         self._offer_dropped = 0  # refused or evicted by publishers (counted received too)
         self._evictions_owed = 0  # drop_oldest evictions the worker still has to make
@@ -231,8 +199,7 @@ class Subscription:
         count = self._take_inbox_count() + len(self._ready)
         self._ready.clear()
         if self._buffer is not None:
-            count += len(self._buffer)
-            self._buffer.clear()
+            count += self._buffer.clear()
         self._dropped += count
         return count
 
@@ -366,7 +333,7 @@ class Subscription:
             return None
         if self._held:  # by a publish in flight: its append wakes us, or we poll soon
             return IN_FLIGHT_RETRY
-        due_ms = self._buffer.peek()[0].physical + self.window_ms + 1 - self._clock.wall_ms()
+        due_ms = self._buffer.peek().physical + self.window_ms + 1 - self._clock.wall_ms()
         return min(FLUSH_INTERVAL, max(due_ms, 0) / 1000.0 + 0.0002)
 
     def _direct_step(self) -> None:
@@ -380,43 +347,35 @@ class Subscription:
         self._signal_space()
 
     def _ordered_step(self) -> None:
-        # Order matters: read the in-flight bound before draining the inbox,
-        # so that every event stamped below the bound is already drained.
-        local_bound = self._bus._in_flight_bound()
+        # Order matters: read the wall, then the in-flight bound, then drain the
+        # inbox.  Every event stamped below the bound is then already drained,
+        # and a receive that the bound missed began after the wall reading: if
+        # it is inside its window, the watermark is below it (the guarantee).
         wall = self._clock.wall_ms()
+        local_bound = self._bus._in_flight_bound()
         self._absorb_inbox()
         bound = local_bound
         if self.window_ms and local_bound is not None:
             watermark = wall - self.window_ms
             below = Timestamp.from_packed((watermark << 16) - 1, MAX_NODE) if watermark > 0 else None
             bound = below if below is None or below < local_bound else local_bound
-        if bound is not None and self._buffer and not self._ready:
-            self._release(self._buffer.pop_until(bound))
-        self._held = bool(self._buffer) and local_bound is not None and (
-            self._buffer.peek()[0] > local_bound)
+        buffer = self._buffer
+        if bound is not None and buffer and not self._ready:
+            self._ready.extend(buffer.release(bound))
+            self._room = self.maxsize - len(buffer)
+        head = buffer.peek()
+        self._held = head is not None and local_bound is not None and head > local_bound
         self._lag_ms = wall - bound.physical if bound is not None else self.window_ms
-        if self.window_ms:
-            self._released.expire(wall - 2 * self.window_ms)
-        else:
-            self._released.expire(wall - 1000)
+        buffer.expire(wall - max(2 * self.window_ms, DEDUPE_MIN_MS))
 
     def _absorb_inbox(self) -> None:
-        inbox, buffer = self._inbox, self._buffer
+        buffer = self._buffer
         assert buffer is not None
-        count = len(inbox)
-        last, highest = self._last_released, self._max_arrived
-        for _ in range(count):
-            event = inbox.popleft()
-            ts = event.timestamp
-            if last is not None and ts <= last:
-                self._reject(event, ts)
-                continue
-            if highest is None or ts > highest:
-                highest = ts
-            elif ts < highest:
-                self._reordered += 1
-            buffer.push(ts, event)
-        self._max_arrived = highest
+        count = len(self._inbox)
+        late = buffer.absorb(self._inbox, count)
+        if late:
+            self._late += len(late)
+            self._late_queue.extend(late)
         self._received += count
         if self._evictions_owed:
             self._pay_evictions(buffer)
@@ -426,29 +385,7 @@ class Subscription:
     def _pay_evictions(self, buffer: Any) -> None:
         with self._lock:
             owed, self._evictions_owed = self._evictions_owed, 0
-        for _ in range(min(owed, len(buffer))):
-            buffer.pop()
-            self._dropped += 1
-
-    def _reject(self, event: Any, ts: Any) -> None:
-        if ts in self._released:
-            self._duplicates += 1
-        else:
-            self._late += 1
-            self._late_queue.append(event)
-
-    def _release(self, entries: list[Any]) -> None:
-        last, ready, stamps = self._last_released, self._ready, []
-        for ts, event in entries:
-            if last is not None and ts == last:  # the same event buffered twice
-                self._duplicates += 1
-                continue
-            ready.append(event)
-            stamps.append(ts)
-            last = ts
-        self._released.extend(stamps)
-        self._last_released = last
-        self._room = self.maxsize - len(self._buffer or ())
+        self._dropped += buffer.evict(owed)
 
     def _signal_space(self) -> None:
         if self._space_waiters:
@@ -510,7 +447,7 @@ class Subscription:
         queue = self._late_queue
         while queue:
             event = queue.popleft()
-            lateness = max(0, self._last_released.physical - event.timestamp.physical)
+            lateness = max(0, self._buffer.last_released.physical - event.timestamp.physical)
             if self._on_late is None:
                 continue
             try:
@@ -530,7 +467,7 @@ class Subscription:
             return False
         if self._buffer:
             self._absorb_inbox()
-            self._release(self._buffer.pop_until(Timestamp.from_packed((1 << 64) - 1, MAX_NODE)))
+            self._ready.extend(self._buffer.release_all())
             self._deliver_ready()
         return not self._inbox and not self._ready
 
@@ -571,13 +508,14 @@ class Subscription:
     @property
     def stats(self) -> SubscriptionStats:
         """A snapshot of the counters (consistent when the subscription is quiescent)."""
-        pending = len(self._inbox) + len(self._ready) + len(self._buffer or ())
+        buffer = self._buffer
+        pending = len(self._inbox) + len(self._ready) + len(buffer or ())
         return SubscriptionStats(
             received=self._received + self._offer_dropped + len(self._inbox),
             delivered=self._delivered,
-            reordered=self._reordered,
+            reordered=buffer.reordered if buffer is not None else 0,
             late=self._late,
-            duplicates=self._duplicates,
+            duplicates=buffer.duplicates if buffer is not None else 0,
             dropped=self._dropped + self._offer_dropped,
             handler_errors=self._handler_errors,
             restarts=self._restarts,
