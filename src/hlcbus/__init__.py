@@ -2,6 +2,8 @@
 
 from hlcbus._compat import CORE
 from hlcbus._compat import core as _core
+from hlcbus.bus import BusStats, CloseReport, EventBus
+from hlcbus.delivery import Subscription, SubscriptionStats
 from hlcbus.errors import (
     BufferFull,
     BusClosed,
@@ -17,27 +19,24 @@ ManualClock = _core.ManualClock
 PriorityBuffer = _core.PriorityBuffer
 ReorderBuffer = _core.ReorderBuffer
 
-from hlcbus.bus import BusStats, CloseReport, EventBus  # noqa: E402  (needs the core above)
-from hlcbus.delivery import Subscription, SubscriptionStats  # noqa: E402
-
 __version__ = "0.1.0"
 
 __all__ = [
     "CORE",
+    "HLC",
     "BufferFull",
     "BusClosed",
     "BusStats",
-    "CloseReport",
-    "EventBus",
-    "Subscription",
-    "SubscriptionStats",
-    "HLC",
     "ClockDriftError",
     "ClockOverflowError",
+    "CloseReport",
     "Event",
+    "EventBus",
     "HLCBusError",
     "ManualClock",
     "PriorityBuffer",
     "ReorderBuffer",
+    "Subscription",
+    "SubscriptionStats",
     "Timestamp",
 ]

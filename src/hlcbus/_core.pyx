@@ -301,7 +301,9 @@ cdef class Timestamp:
 
     @classmethod
     def parse(cls, text):
-        """Parse the 46-character text form, e.g. ``2026-12-03T12:00:00.000Z-0001-00000000000000FF``.
+        """Parse the 46-character text form.
+
+        For example ``2026-12-03T12:00:00.000Z-0001-00000000000000FF``.
 
         Raises ValueError saying what is malformed, TypeError for a non-str.
         """
@@ -929,9 +931,9 @@ cdef class ReorderBuffer:
         cdef list late = []
         cdef Event event
         cdef Timestamp ts
-        cdef Py_ssize_t i
+        cdef Py_ssize_t _
         with cython.critical_section(self):
-            for i in range(count):
+            for _ in range(count):
                 item = popleft()
                 if type(item) is not Event:
                     raise TypeError(f"absorb takes Events, not {type(item).__name__}")

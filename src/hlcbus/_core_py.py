@@ -267,7 +267,9 @@ class Timestamp:
 
     @classmethod
     def parse(cls, text: str) -> Timestamp:
-        """Parse the 46-character text form, e.g. ``2026-12-03T12:00:00.000Z-0001-00000000000000FF``.
+        """Parse the 46-character text form.
+
+        For example ``2026-12-03T12:00:00.000Z-0001-00000000000000FF``.
 
         Raises ValueError saying what is malformed, TypeError for a non-str.
         """

@@ -357,7 +357,8 @@ class Subscription:
         bound = local_bound
         if self.window_ms and local_bound is not None:
             watermark = wall - self.window_ms
-            below = Timestamp.from_packed((watermark << 16) - 1, MAX_NODE) if watermark > 0 else None
+            below = (Timestamp.from_packed((watermark << 16) - 1, MAX_NODE)
+                     if watermark > 0 else None)
             bound = below if below is None or below < local_bound else local_bound
         buffer = self._buffer
         if bound is not None and buffer and not self._ready:

@@ -86,7 +86,7 @@ def _node(index: int, args: argparse.Namespace, network: Network, stop_at: float
     skew = rng.randint(-args.skew_ms, args.skew_ms)
     clock = HLC(node=index + 1, wall=lambda: _wall_ms() + skew)
     interval = args.seconds / max(1, args.events // args.nodes)
-    for n in range(args.events // args.nodes):
+    for _ in range(args.events // args.nodes):
         if time.monotonic() >= stop_at:
             break
         event = Event(f"node{index}.tick", _wall_ms(), clock.now())
@@ -162,8 +162,10 @@ def _summary(out: Any, stats: Any, bus: EventBus, network: Network, unordered: W
         f"over {elapsed:.1f} s",
         f"accounting (ordered)         received {stats.received} = delivered "
         f"{stats.delivered} + late {stats.late} + duplicates {stats.duplicates} + dropped "
-        f"{stats.dropped} + pending {stats.pending}: {'ok' if identity == stats.received else 'BROKEN'}",
-        f"ordered stream               {'never went backwards' if not ordered.inversions else 'WENT BACKWARDS'}",
+        f"{stats.dropped} + pending {stats.pending}: "
+        + ("ok" if identity == stats.received else "BROKEN"),
+        "ordered stream               "
+        + ("never went backwards" if not ordered.inversions else "WENT BACKWARDS"),
     ]
     print("\n".join(lines), file=out)
 
