@@ -19,6 +19,7 @@ import itertools
 import queue
 import threading
 import time
+from importlib.metadata import version
 
 import pyperf
 
@@ -191,6 +192,8 @@ def straw_man_end_to_end(loops: int) -> float:
 def main() -> None:
     runner = pyperf.Runner()
     runner.metadata["hlcbus_core"] = hlcbus.CORE
+    for peer in ("pyee", "blinker", "psygnal"):
+        runner.metadata[f"{peer}_version"] = version(peer)
     for n in (1, 10):
         runner.bench_time_func(f"hlcbus publish {n}", hlcbus_publish(n))
         runner.bench_time_func(f"hlcbus publish {n} ordered", hlcbus_publish(n, True))

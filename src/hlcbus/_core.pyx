@@ -590,7 +590,7 @@ cdef class HLC:
                 word = self._tick()
         return _make(word, self._node)
 
-    def update(self, remote):
+    def update(self, remote, /):
         """Merge a received timestamp: ``T = max(T + 1, remote.T + 1, pt << 16)``.
 
         The result is greater than ``remote`` and than every timestamp issued
@@ -797,7 +797,7 @@ cdef class PriorityBuffer:
         self._sift_down(0, self._size - 1)
         return 0
 
-    def push(self, ts, item):
+    def push(self, ts, item, /):
         """Add ``item`` under key ``ts``."""
         cdef Timestamp key = _check_timestamp("ts", ts)
         # Built before the section: an allocation may run the collector, and so finalizers.
@@ -819,7 +819,7 @@ cdef class PriorityBuffer:
                 raise IndexError("peek at an empty PriorityBuffer")
             return self._pairs[self._heap[0].slot]
 
-    def pop_until(self, ts):
+    def pop_until(self, ts, /):
         """Remove and return, in key order, every entry whose key is <= ``ts``."""
         cdef Timestamp bound = _check_timestamp("ts", ts)
         cdef list released = []
@@ -920,7 +920,7 @@ cdef class ReorderBuffer:
                 return None
             return _make(self._heap._heap[0].packed, self._heap._heap[0].node)
 
-    def absorb(self, inbox, Py_ssize_t count):
+    def absorb(self, inbox, Py_ssize_t count, /):
         """Take ``count`` events from ``inbox.popleft()``; return the late ones.
 
         An event at or below the last released key is a duplicate (its key
@@ -986,7 +986,7 @@ cdef class ReorderBuffer:
         self._log_size += 1
         return 0
 
-    def release(self, bound):
+    def release(self, bound, /):
         """Remove and return, in order, the events with key <= ``bound``.
 
         A second event with the key just released is a duplicate: counted, dropped.

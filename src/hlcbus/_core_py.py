@@ -551,7 +551,7 @@ class HLC:
             word = self._advance(pt, self._word + 1)
         return Timestamp._make(word, self._node)
 
-    def update(self, remote: Timestamp) -> Timestamp:
+    def update(self, remote: Timestamp, /) -> Timestamp:
         """Merge a received timestamp: ``T = max(T + 1, remote.T + 1, pt << 16)``.
 
         The result is greater than ``remote`` and than every timestamp issued
@@ -629,7 +629,7 @@ class PriorityBuffer:
         self._seq = itertools.count()
         self._lock = threading.Lock()  # guards _heap: pop_until is several heap steps
 
-    def push(self, ts: Timestamp, item: Any) -> None:
+    def push(self, ts: Timestamp, item: Any, /) -> None:
         """Add ``item`` under key ``ts``."""
         ts = _check_timestamp("ts", ts)
         with self._lock:
@@ -651,7 +651,7 @@ class PriorityBuffer:
             entry = self._heap[0]
         return entry[3], entry[4]
 
-    def pop_until(self, ts: Timestamp) -> list[Tuple[Timestamp, Any]]:
+    def pop_until(self, ts: Timestamp, /) -> list[Tuple[Timestamp, Any]]:
         """Remove and return, in key order, every entry whose key is <= ``ts``."""
         ts = _check_timestamp("ts", ts)
         bound = (ts._packed, ts._node)
@@ -723,7 +723,7 @@ class ReorderBuffer:
         """The smallest buffered key, or None when empty."""
         return self._heap.peek()[0] if self._heap else None
 
-    def absorb(self, inbox: Any, count: int) -> list[Event]:
+    def absorb(self, inbox: Any, count: int, /) -> list[Event]:
         """Take ``count`` events from ``inbox.popleft()``; return the late ones.
 
         An event at or below the last released key is a duplicate (its key
@@ -753,7 +753,7 @@ class ReorderBuffer:
         i = bisect.bisect_left(self._log, key, self._head)
         return i < len(self._log) and self._log[i] == key
 
-    def release(self, bound: Timestamp) -> list[Event]:
+    def release(self, bound: Timestamp, /) -> list[Event]:
         """Remove and return, in order, the events with key <= ``bound``.
 
         A second event with the key just released is a duplicate: counted, dropped.
