@@ -286,11 +286,28 @@ def render(suites, extra, options):
     ])
 
 
+README = BENCH.parent / "README.md"
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(results):
+    """Replace the README's marked performance section with this run's targets."""
+    text = README.read_text()
+    start, end = text.index(README_START), text.index(README_END)
+    targets = results[results.index("## Targets"):].splitlines()[2:]
+    machine = [line for line in results.splitlines() if line.startswith(("- Date", "- CPU"))]
+    body = ["", "From the last `make bench` (full tables in `bench/RESULTS.md`):", "",
+            *machine, "", *[line for line in targets if line], ""]
+    README.write_text(text[:start + len(README_START)] + "\n".join(body) + text[end:])
+
+
 def main():
     options = sys.argv[1:] or DEFAULT_OPTIONS
     suites, extra = run(options)
-    (BENCH / "RESULTS.md").write_text(render(suites, extra, options))
-    print(f"wrote {BENCH / 'RESULTS.md'}")
+    results = render(suites, extra, options)
+    (BENCH / "RESULTS.md").write_text(results)
+    update_readme(results)
+    print(f"wrote {BENCH / 'RESULTS.md'} and the performance section of {README}")
 
 
 if __name__ == "__main__":

@@ -699,7 +699,8 @@ cdef class PriorityBuffer:
     """
 
     # Invariant: _heap[0:_size] is a binary min-heap under _less; entry e's
-    # (ts, item) pair is _pairs[e.slot]; every other slot of _pairs holds None
+    # (ts, item) pair is _pairs[e.slot] (inside a ReorderBuffer: the event, which
+    # carries ts); every other slot of _pairs holds None
     # and its index is on the stack _free[0:_nfree]; _size <= _capacity and
     # len(_pairs) <= _capacity.
     # The pairs live in a Python list rather than as PyObject* in the C array
@@ -760,10 +761,10 @@ cdef class PriorityBuffer:
         self._heap[pos] = moving
         self._sift_down(start, pos)
 
-    cdef tuple _take_min(self):
-        """Remove the root and return its pair; the caller holds the critical section."""
+    cdef object _take_min(self):
+        """Remove the root and return its slot's object; the caller holds the critical section."""
         cdef Entry top = self._heap[0]
-        cdef tuple pair = self._pairs[top.slot]
+        cdef object pair = self._pairs[top.slot]
         # The caller's reference keeps the pair alive: no finalizer runs here.
         self._pairs[top.slot] = None
         self._free[self._nfree] = top.slot
@@ -774,8 +775,13 @@ cdef class PriorityBuffer:
             self._sift_up(0)
         return pair
 
-    cdef int _push(self, Timestamp key, tuple pair) except -1:
-        """Add ``pair`` == (key, item); the caller holds the critical section."""
+    cdef int _push(self, Timestamp key, object pair) except -1:
+        """Add an entry under ``key`` whose slot holds ``pair``.
+
+        PriorityBuffer's own slots hold (key, item) tuples; a ReorderBuffer's
+        hold the event alone, which carries its key.  The caller holds the
+        critical section.
+        """
         cdef Py_ssize_t slot
         cdef Entry* entry
         if self._size == self._capacity:
@@ -952,7 +958,7 @@ cdef class ReorderBuffer:
                     self._has_high = True
                 elif ts._packed != self._high.packed or ts._node != self._high.node:
                     self._reordered += 1
-                self._heap._push(ts, (ts, event))
+                self._heap._push(ts, event)
         return late
 
     cdef bint _logged(self, uint64_t packed, uint64_t node) noexcept nogil:
@@ -995,7 +1001,6 @@ cdef class ReorderBuffer:
         cdef list released = []
         cdef PriorityBuffer heap = self._heap
         cdef Entry* top
-        cdef tuple pair
         with cython.critical_section(self):
             while heap._size and _key_le(heap._heap[0].packed, heap._heap[0].node,
                                          limit._packed, limit._node):
@@ -1008,8 +1013,7 @@ cdef class ReorderBuffer:
                 self._log_key(top.packed, top.node)
                 self._last.packed, self._last.node = top.packed, top.node
                 self._has_last = True
-                pair = heap._take_min()
-                released.append(pair[1])
+                released.append(heap._take_min())
         return released
 
     def release_all(self):

@@ -197,9 +197,15 @@ class EventBus:
         return True
 
     def _admit(self, ts: Any) -> bool:
-        """Check for a duplicate and merge the clock, as one step."""
+        """Check for a duplicate and merge the clock, as one step.
+
+        An event carrying this clock's node id at or below its last value is
+        an echo of one of our own publishes (a bridge or a replay sending it
+        back): a duplicate, since the publish delivered it already.
+        """
         with self._seen_lock:
-            if ts in self._seen:
+            clock = self.clock
+            if ts in self._seen or (ts.node == clock.node and ts <= clock.last):
                 self._duplicates += 1
                 return False
             try:

@@ -314,6 +314,7 @@ class Subscription:
             else:
                 self._direct_step()
             self._deliver_ready()
+            self._update_room()
             self._report_late()
             if self._stopping and self._finish_stop():
                 return
@@ -344,7 +345,7 @@ class Subscription:
         for _ in range(count):
             ready.append(inbox.popleft())
         self._received += count
-        self._signal_space()
+        self._update_room()
 
     def _ordered_step(self) -> None:
         # Order matters: read the wall, then the in-flight bound, then drain the
@@ -363,7 +364,6 @@ class Subscription:
         buffer = self._buffer
         if bound is not None and buffer and not self._ready:
             self._ready.extend(buffer.release(bound))
-            self._room = self.maxsize - len(buffer)
         head = buffer.peek()
         self._held = head is not None and local_bound is not None and head > local_bound
         self._lag_ms = wall - bound.physical if bound is not None else self.window_ms
@@ -380,13 +380,22 @@ class Subscription:
         self._received += count
         if self._evictions_owed:
             self._pay_evictions(buffer)
-        self._room = self.maxsize - len(buffer)
-        self._signal_space()
+        self._update_room()
 
     def _pay_evictions(self, buffer: Any) -> None:
         with self._lock:
             owed, self._evictions_owed = self._evictions_owed, 0
         self._dropped += buffer.evict(owed)
+
+    def _update_room(self) -> None:
+        """Let publishers fill the inbox up to maxsize minus what the worker holds.
+
+        Runs once per batch (handing an event to the handler adds one), so
+        pending (inbox + buffer + released, not yet handled) never exceeds
+        maxsize, except by the evictions owed under ``drop_oldest``.
+        """
+        self._room = self.maxsize - len(self._ready) - len(self._buffer or ())
+        self._signal_space()
 
     def _signal_space(self) -> None:
         if self._space_waiters:
@@ -400,11 +409,13 @@ class Subscription:
         elif self._batch_size:
             while ready:
                 batch = [ready.popleft() for _ in range(min(self._batch_size, len(ready)))]
+                self._room += len(batch)
                 self._call(batch, len(batch))
         else:
             handler = self._handler
             while ready:
                 event = ready.popleft()
+                self._room += 1  # it left the held events: one more may queue
                 try:
                     handler(event)
                 except Exception as exc:  # noqa: BLE001 - reported, never fatal
@@ -470,6 +481,7 @@ class Subscription:
             self._absorb_inbox()
             self._ready.extend(self._buffer.release_all())
             self._deliver_ready()
+            self._report_late()
         return not self._inbox and not self._ready
 
     # --- the mailbox -----------------------------------------------------------
