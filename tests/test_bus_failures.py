@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from bus_helpers import (
+    POLL,
     START_MS,
     WAIT,
     ExcepthookRecorder,
@@ -370,3 +372,35 @@ def test_get_on_a_handler_subscription_is_refused(bus: EventBus) -> None:
     sub = bus.subscribe("a", Recorder())
     with pytest.raises(TypeError):
         sub.get(timeout=0)
+
+
+def test_publisher_blocked_on_a_subscription_that_fails_is_released_and_counted(
+        bus: EventBus, monkeypatch: pytest.MonkeyPatch, failed_signal: LogSignal) -> None:
+    # The worker dies for good while a publisher waits for room under "block":
+    # the publisher must go on (the event counted dropped), not wait out the timeout.
+    monkeypatch.setattr(delivery, "RESTART_LIMIT", 0)
+    gate = Gate()
+
+    def handler(event: Event) -> None:
+        gate(event)
+        raise WorkerKiller()
+
+    sub = bus.subscribe("*", handler, maxsize=1, overflow="block", name="dies")
+    bus.publish("a", 0)
+    assert gate.entered.wait(WAIT)  # the worker holds event 0 in the handler
+    bus.publish("a", 1)  # fills the inbox
+    blocked = threading.Thread(target=bus.publish, args=("a", 2))
+    blocked.start()
+    deadline = time.monotonic() + WAIT
+    while sub._space_waiters == 0 and time.monotonic() < deadline:  # nothing notifies this
+        time.sleep(POLL)
+    assert sub._space_waiters == 1
+    started = time.monotonic()
+    gate.release.set()
+    blocked.join(WAIT)
+    assert not blocked.is_alive()
+    assert time.monotonic() - started < bus.publish_timeout
+    assert failed_signal.seen.wait(WAIT)
+    stats = wait_stats(sub, failed=True, pending=0)
+    assert (stats.received, stats.delivered, stats.dropped) == (3, 1, 2)
+    assert_accounting(stats)

@@ -113,8 +113,8 @@ class Subscription:
         self._batch_size = batch_size
         # Written by publishers (append) and drained by the worker only.
         self._inbox: collections.deque[Any] = collections.deque()
-        # Room publishers may fill before the overflow policy applies; the
-        # worker lowers it by what the ordered buffer holds.
+        # How full publishers may fill the inbox before the overflow policy
+        # applies: maxsize minus what the worker holds (see _update_room).
         self._room = maxsize
         self._sleeping = False  # the worker is (about to be) waiting on _wake
         # A binary semaphore: unlocked means "a wake-up is pending".  Any thread
@@ -189,7 +189,9 @@ class Subscription:
             self._start()
 
     def _fail(self) -> None:
-        self._failed = True
+        with self._lock:
+            self._failed = True
+            self._space.notify_all()  # publishers blocked on room: they count and go
         self._bus._unroute(self)
         self._discard_pending()
         self._mark_stopped()
@@ -263,8 +265,12 @@ class Subscription:
     def _offer_slow(self, event: Any, publish_timeout: float) -> bool:
         """Apply the overflow policy to a full inbox; False if ``event`` was refused."""
         with self._lock:
-            if self._stopping or self._failed:
-                return True  # the stop path counts what it finds; a late append is harmless
+            if self._failed:  # no worker will take it: dropped, and counted
+                self._offer_dropped += 1
+                return True
+            if self._stopping:  # the stop path delivers or counts what it finds
+                self._inbox.append(event)
+                return True
             if self.overflow == "block":
                 return self._wait_for_room(event, publish_timeout)
             if self.overflow == "drop_oldest":
@@ -279,6 +285,9 @@ class Subscription:
         self._space_waiters += 1
         try:
             while len(self._inbox) >= self._room and not self._stopping:
+                if self._failed:
+                    self._offer_dropped += 1
+                    return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._offer_dropped += 1
