@@ -16,7 +16,11 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from bus_helpers import manual_bus
 from hypothesis import HealthCheck, settings
+
+import hlcbus
+from hlcbus import EventBus
 
 NO_EXTENSIONS = os.environ.get("HLCBUS_NO_EXTENSIONS", "") not in ("", "0")
 LEFTOVER_JOIN_TIMEOUT = 2.0  # seconds, for all of a test's leftover threads together
@@ -73,3 +77,23 @@ def no_thread_leak() -> Iterator[None]:
     alive = [t.name for t in leftover if t.is_alive()]
     if alive:
         pytest.fail(f"test left threads running: {alive}")
+
+
+@pytest.fixture
+def bus() -> Iterator[EventBus]:
+    """A bus on the system clock, closed after the test."""
+    bus = EventBus()
+    try:
+        yield bus
+    finally:
+        bus.close()
+
+
+@pytest.fixture
+def mbus() -> Iterator[tuple[EventBus, hlcbus.ManualClock]]:
+    """A bus whose clock reads a ManualClock (returned with it), closed after the test."""
+    bus, wall = manual_bus()
+    try:
+        yield bus, wall
+    finally:
+        bus.close()

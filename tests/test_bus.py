@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from bus_helpers import (
@@ -15,7 +14,6 @@ from bus_helpers import (
     assert_accounting,
     assert_strictly_increasing,
     bus_threads,
-    manual_bus,
     remote,
     stamps,
     wait_stats,
@@ -23,25 +21,6 @@ from bus_helpers import (
 
 import hlcbus
 from hlcbus import BusClosed, ClockDriftError, Event, EventBus, Timestamp
-
-
-@pytest.fixture
-def bus() -> Iterator[EventBus]:
-    bus = EventBus()
-    try:
-        yield bus
-    finally:
-        bus.close()
-
-
-@pytest.fixture
-def mbus() -> Iterator[tuple[EventBus, hlcbus.ManualClock]]:
-    bus, wall = manual_bus()
-    try:
-        yield bus, wall
-    finally:
-        bus.close()
-
 
 # --- Event --------------------------------------------------------------------
 

@@ -37,15 +37,6 @@ def excepthook(monkeypatch: pytest.MonkeyPatch) -> ExcepthookRecorder:
     return recorder
 
 
-@pytest.fixture
-def bus() -> Iterator[EventBus]:
-    bus = EventBus()
-    try:
-        yield bus
-    finally:
-        bus.close()
-
-
 class LogSignal(logging.Handler):
     """Sets ``seen`` when a record whose message contains ``needle`` is logged."""
 

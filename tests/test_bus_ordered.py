@@ -11,7 +11,6 @@ import heapq
 import random
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from bus_helpers import (
     Recorder,
     assert_accounting,
     assert_strictly_increasing,
-    manual_bus,
     remote,
     stamps,
     wait_stats,
@@ -32,15 +30,6 @@ import hlcbus
 from hlcbus import Event, EventBus, Timestamp
 
 WINDOW = 50  # ms
-
-
-@pytest.fixture
-def mbus() -> Iterator[tuple[EventBus, hlcbus.ManualClock]]:
-    bus, wall = manual_bus()
-    try:
-        yield bus, wall
-    finally:
-        bus.close()
 
 
 def ordered_sub(bus: EventBus, window_ms: int = WINDOW, pattern: str = "*",
