@@ -15,6 +15,7 @@ local publishes are never late, whatever the window.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from hlcbus.delivery import (
     _before,
 )
 from hlcbus.errors import BufferFull, BusClosed, ClockDriftError
+from hlcbus.store import EventStore
 
 HLC = core.HLC
 Event = core.Event
+Timestamp = core.Timestamp
 stamp = core.stamp
 get_ident = threading.get_ident
 
@@ -103,11 +106,14 @@ class EventBus:
     elsewhere.  Thread-safe throughout.  ``publish_timeout`` (seconds) bounds
     how long a publisher waits on a full subscription under the ``"block"``
     policy; ``dedupe_ms`` how long ``receive`` remembers timestamps (default:
-    twice the largest window, at least DEDUPE_MIN_MS).
+    twice the largest window, at least DEDUPE_MIN_MS).  The event store keeps
+    published and received events for ``store_ttl_ms`` of event time (0: no
+    store) and at most ``store_max_events``, for ``replay``.
     """
 
     def __init__(self, clock: Optional[Any] = None, *, publish_timeout: float = 5.0,
-                 dedupe_ms: Optional[int] = None) -> None:
+                 dedupe_ms: Optional[int] = None, store_ttl_ms: int = 60_000,
+                 store_max_events: int = 100_000) -> None:
         if clock is None:
             clock = HLC()
         elif type(clock) is not HLC:
@@ -116,7 +122,12 @@ class EventBus:
             raise ValueError(f"publish_timeout must be a positive number, got {publish_timeout!r}")
         if dedupe_ms is not None:
             _check_int("dedupe_ms", dedupe_ms, 0)
+        _check_int("store_ttl_ms", store_ttl_ms, 0)
+        _check_int("store_max_events", store_max_events, 1)
         self.clock = clock
+        self._store = (EventStore(store_ttl_ms, store_max_events, clock.wall_ms)
+                       if store_ttl_ms else None)
+        self._store_add = self._store.add if self._store is not None else None
         self.publish_timeout = float(publish_timeout)
         self._dedupe_ms = dedupe_ms
         # Guards _subs, the route cache's invalidation, _closed's transition and
@@ -150,8 +161,9 @@ class EventBus:
         """
         # The slot is set before the closed check and the route lookup, so that
         # close() and _unroute() see every publish that may still append.
-        slots, tid = self._in_flight, get_ident()
-        slots[tid] = self.clock.last
+        slots, tid, clock = self._in_flight, get_ident(), self.clock
+        slots[tid] = clock.last
+        full = None
         try:
             if self._closed:
                 raise BusClosed("the bus is closed")
@@ -159,8 +171,21 @@ class EventBus:
                 subs = self._routes[type]
             except (KeyError, TypeError):
                 subs = self._route(type)
-            event = stamp(self.clock, type, data)
-            full = self._offer(subs, event) if subs else None
+            event = stamp(clock, type, data)
+            store_add = self._store_add
+            if store_add is not None:  # stored before routed: replay_from relies on it
+                store_add(event)
+            # _offer's loop, inlined: the method call was a tenth of a publish.
+            for sub in subs:
+                inbox = sub._inbox
+                if len(inbox) < sub._room:
+                    inbox.append(event)
+                elif not sub._offer_slow(event, self.publish_timeout):
+                    full = [sub] if full is None else full + [sub]
+                    continue
+                if sub._sleeping:
+                    sub._sleeping = False
+                    sub._wake_up()
         finally:
             slots[tid] = None
         if full:
@@ -189,6 +214,9 @@ class EventBus:
                 subs = self._route(event.type)
             if not self._admit(ts):
                 return False
+            store_add = self._store_add
+            if store_add is not None:
+                store_add(event)
             full = self._offer(subs, event) if subs else None
         finally:
             slots[tid] = None
@@ -299,13 +327,17 @@ class EventBus:
                   overflow: str = "block",
                   on_late: Optional[Callable[[Any, int], Any]] = None,
                   on_error: Optional[Callable[[Any, BaseException], Any]] = None,
-                  batch_size: Optional[int] = None, name: Optional[str] = None) -> Subscription:
+                  batch_size: Optional[int] = None, name: Optional[str] = None,
+                  replay_from: Optional[Any] = None) -> Subscription:
         """Subscribe to events whose type matches ``pattern``; see README "Ordered delivery".
 
         ``pattern`` is an exact type, ``"*"``, or a prefix such as
         ``"vsm.*"``.  Without a ``handler`` the subscription is a mailbox
-        (``get()``, iteration).  Bad arguments raise TypeError/ValueError
-        and change nothing.  Raises BusClosed after ``close``.
+        (``get()``, iteration).  With ``replay_from`` (a Timestamp) it first
+        gets the stored events from that timestamp on, in order, then the live
+        ones, with no gap and no duplicate between them.  Bad arguments raise
+        TypeError/ValueError and change nothing.  Raises BusClosed after
+        ``close``.
         """
         _check_pattern(pattern)
         _check_callable("handler", handler)
@@ -322,6 +354,8 @@ class EventBus:
             _check_int("batch_size", batch_size, 1)
         if name is not None and (type(name) is not str or not name):
             raise TypeError("name must be a non-empty str or None")
+        if replay_from is not None:
+            self._check_replay("replay_from", replay_from)
         with self._lock:
             if self._closed:
                 raise BusClosed("the bus is closed")
@@ -329,10 +363,55 @@ class EventBus:
                                maxsize=maxsize, overflow=overflow, on_late=on_late,
                                on_error=on_error, batch_size=batch_size,
                                name=self._unique_name(name or pattern))
-            sub._start()
             self._subs.append(sub)
             self._routes = {}
+        if replay_from is not None:
+            self._prepare_replay(sub, replay_from)
+        sub._start()  # its first pass restores the room to maxsize
         return sub
+
+    def _prepare_replay(self, sub: Subscription, start: Any) -> None:
+        """Hand ``sub`` the stored events from ``start`` on, seamlessly.
+
+        ``sub`` is already routed.  Publishes in flight may still hold the old
+        routes: they are waited out, so each of them is stored before the
+        snapshot (no gap).  Publishes after that reach the inbox, and those
+        stored before the snapshot may be in both: waiting out the publishes
+        in flight at the snapshot bounds them to the first ``overlap`` inbox
+        events, which the worker drops if the snapshot has them (no duplicate).
+        """
+        # Until the worker runs nothing drains the inbox: a publisher blocked on
+        # it would never leave the flight we wait out.  So no limit meanwhile.
+        sub._room = sys.maxsize
+        self._wait_in_flight(None)
+        snapshot = [e for e in self._store.range(start, None) if _matches(sub.pattern, e.type)]
+        self._wait_in_flight(None)
+        sub._replay_first(snapshot, overlap=len(sub._inbox))
+
+    def _check_replay(self, name: str, value: Any) -> None:
+        if self._store is None:
+            raise ValueError(f"{name} needs the event store, and this bus has store_ttl_ms=0")
+        if type(value) is not Timestamp:
+            raise TypeError(f"{name} must be an hlcbus.Timestamp, not {type(value).__name__}")
+
+    def replay(self, start: Optional[Any] = None, end: Optional[Any] = None,
+               pattern: str = "*") -> list[Any]:
+        """Return the stored events with ``start <= timestamp <= end`` matching ``pattern``.
+
+        In timestamp order, whatever order they arrived in.  ``None`` leaves
+        a bound open.  Costs O(log n + k) for k events in range, once the
+        events stored since the last call are folded in.
+        """
+        for name, bound in (("start", start), ("end", end)):
+            if bound is not None:
+                self._check_replay(name, bound)
+        if self._store is None:
+            raise ValueError("replay needs the event store, and this bus has store_ttl_ms=0")
+        _check_pattern(pattern)
+        events = self._store.range(start, end)
+        if pattern == "*":
+            return events
+        return [e for e in events if _matches(pattern, e.type)]
 
     def _unique_name(self, base: str) -> str:
         self._names[base] += 1

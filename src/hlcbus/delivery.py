@@ -316,7 +316,22 @@ class Subscription:
 
     # --- the worker ------------------------------------------------------------
 
+    def _replay_first(self, snapshot: list[Any], overlap: int) -> None:
+        """Deliver ``snapshot`` before the inbox; called before the worker starts.
+
+        The first ``overlap`` inbox events may also be in the snapshot: those
+        are dropped here, before anything counts them.
+        """
+        seen = {event.timestamp for event in snapshot}
+        inbox, kept = self._inbox, []
+        for _ in range(overlap):
+            event = inbox.popleft()
+            if event.timestamp not in seen:
+                kept.append(event)
+        inbox.extendleft(reversed(snapshot + kept))
+
     def _loop(self) -> None:
+        store = self._bus._store
         while True:
             if self.ordered:
                 self._ordered_step()
@@ -325,6 +340,8 @@ class Subscription:
             self._deliver_ready()
             self._update_room()
             self._report_late()
+            if store is not None:
+                store.maintain_if_due()
             if self._stopping and self._finish_stop():
                 return
             self._sleep()
