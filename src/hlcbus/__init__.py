@@ -1,5 +1,6 @@
 """hlcbus: Hybrid Logical Clock timestamps and HLC-ordered event delivery."""
 
+from hlcbus import telemetry
 from hlcbus._compat import CORE
 from hlcbus._compat import core as _core
 from hlcbus.bus import BusStats, CloseReport, EventBus
@@ -39,4 +40,5 @@ __all__ = [
     "Subscription",
     "SubscriptionStats",
     "Timestamp",
+    "telemetry",
 ]

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from hlcbus import telemetry
 from hlcbus._compat import core
 from hlcbus.delivery import (
     DEDUPE_MIN_MS,
@@ -138,6 +139,7 @@ class EventBus:
         self._names: collections.Counter[str] = collections.Counter()
         self._closed = False
         self._close_report: Optional[CloseReport] = None
+        self._jumps_reported = (0, 0)  # clock jump counts last emitted
         # thread id -> floor of that thread's publish in flight (None: idle).
         # Each thread writes only its own key, so no lock is needed.
         self._in_flight: dict[int, Any] = {}
@@ -238,8 +240,10 @@ class EventBus:
                 return False
             try:
                 self.clock.update(ts)
-            except ClockDriftError:
+            except ClockDriftError as exc:
                 self._drift_rejections += 1
+                telemetry.execute(telemetry.DRIFT_REJECTED, {"ahead_ms": ts.physical - exc.wall_ms},
+                                  {"remote": ts, "local": exc.wall_ms, "limit": exc.max_drift_ms})
                 raise
             self._received += 1
             self._remember(ts)
@@ -422,6 +426,16 @@ class EventBus:
     def subscriptions(self) -> list[Subscription]:
         """The live subscriptions."""
         return list(self._subs)
+
+    def _report_jumps(self) -> None:
+        """Emit the clock's jump counts if they changed since the last report."""
+        counts = (self.clock.backward_jumps, self.clock.forward_jumps)
+        with self._lock:
+            if counts == self._jumps_reported:
+                return
+            self._jumps_reported = counts
+        telemetry.execute(telemetry.CLOCK_JUMPS, {"backward": counts[0], "forward": counts[1]},
+                          {"node": self.clock.node})
 
     @property
     def stats(self) -> BusStats:

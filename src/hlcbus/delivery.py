@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
+from hlcbus import telemetry
 from hlcbus._compat import core
 from hlcbus.errors import BusClosed
 
@@ -149,6 +150,9 @@ class Subscription:
         self._evictions_owed = 0  # drop_oldest evictions the worker still has to make
         self._thread: Optional[threading.Thread] = None
         self.discarded = 0  # events dropped by a close without drain
+        self._late_log = telemetry.RateLimitedLog(f"hlcbus subscription {name!r}: late events")
+        self._error_log = telemetry.RateLimitedLog(f"hlcbus subscription {name!r}: handler errors")
+        self._stats_due = time.monotonic() + telemetry.STATS_INTERVAL
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -180,12 +184,15 @@ class Subscription:
             if not give_up:
                 times.append(now)
                 self._restarts += 1
+        metadata = {"subscription": self.name, "exception": exc}
         if give_up:
             log.error("hlcbus subscription %r failed: worker died (%r); pending events dropped",
                       self.name, exc)
+            telemetry.execute(telemetry.FAILED, {"restarts": self._restarts}, metadata)
             self._fail()
         else:
             log.warning("hlcbus subscription %r: worker died (%r); restarting", self.name, exc)
+            telemetry.execute(telemetry.RESTART, {"restarts": self._restarts}, metadata)
             self._start()
 
     def _fail(self) -> None:
@@ -342,6 +349,8 @@ class Subscription:
             self._report_late()
             if store is not None:
                 store.maintain_if_due()
+            if self._stats_wanted() and time.monotonic() >= self._stats_due:
+                self._emit_stats()
             if self._stopping and self._finish_stop():
                 return
             self._sleep()
@@ -355,7 +364,29 @@ class Subscription:
         self._wake.acquire(True, -1 if timeout is None else timeout)
         self._sleeping = False
 
+    def _stats_wanted(self) -> bool:
+        return telemetry.attached(telemetry.SUBSCRIPTION_STATS) or telemetry.attached(
+            telemetry.CLOCK_JUMPS)
+
+    def _emit_stats(self) -> None:
+        self._stats_due = time.monotonic() + telemetry.STATS_INTERVAL
+        stats = self.stats
+        telemetry.execute(telemetry.SUBSCRIPTION_STATS, {
+            "received": stats.received, "delivered": stats.delivered,
+            "reordered": stats.reordered, "late": stats.late, "duplicates": stats.duplicates,
+            "dropped": stats.dropped, "pending": stats.pending,
+            "size": len(self._buffer or ()), "watermark_lag_ms": stats.watermark_lag_ms,
+        }, {"subscription": self.name, "pattern": self.pattern, "ordered": self.ordered})
+        self._bus._report_jumps()
+
     def _timeout(self) -> Optional[float]:
+        timeout = self._buffer_timeout()
+        if self._stats_wanted():  # wake for the next stats tick even when idle
+            until_stats = max(0.0, self._stats_due - time.monotonic())
+            timeout = until_stats if timeout is None else min(timeout, until_stats)
+        return timeout
+
+    def _buffer_timeout(self) -> Optional[float]:
         if not self._buffer:
             return None
         if self._held:  # by a publish in flight: its append wakes us, or we poll soon
@@ -459,9 +490,11 @@ class Subscription:
 
     def _handler_failed(self, payload: Any, exc: Exception) -> None:
         self._handler_errors += 1
+        telemetry.execute(telemetry.HANDLER_ERROR, {"count": 1},
+                          {"subscription": self.name, "event": payload, "exception": exc})
         if self._on_error is None:
-            log.error("hlcbus subscription %r: handler raised on %r", self.name, payload,
-                      exc_info=exc)
+            self._error_log(logging.ERROR, "hlcbus subscription %r: handler raised on %r",
+                            self.name, payload, exc_info=exc)
             return
         try:
             self._on_error(payload, exc)
@@ -486,7 +519,11 @@ class Subscription:
         while queue:
             event = queue.popleft()
             lateness = max(0, self._buffer.last_released.physical - event.timestamp.physical)
+            telemetry.execute(telemetry.LATE, {"lateness_ms": lateness},
+                              {"subscription": self.name, "event": event})
             if self._on_late is None:
+                self._late_log(logging.WARNING, "hlcbus subscription %r: late by %d ms, not "
+                               "delivered: %r", self.name, lateness, event)
                 continue
             try:
                 self._on_late(event, lateness)
