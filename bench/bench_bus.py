@@ -24,9 +24,7 @@ from importlib.metadata import version
 import pyperf
 
 import hlcbus
-from hlcbus import EventBus
-
-BIG = 10**8  # maxsize large enough that no overflow policy is exercised
+from hlcbus.quickbench import end_to_end, publish_cost, unattached_execute
 
 
 def _noop(*args, **kwargs):
@@ -38,16 +36,7 @@ def _noop(*args, **kwargs):
 
 def hlcbus_publish(subscribers: int, ordered: bool = False):
     def bench(loops: int) -> float:
-        bus = EventBus()
-        for _ in range(subscribers):
-            bus.subscribe("a", _noop, ordered=ordered, window_ms=0, maxsize=BIG)
-        publish = bus.publish
-        start = time.thread_time()
-        for _ in itertools.repeat(None, loops):
-            publish("a", 1)
-        elapsed = time.thread_time() - start
-        bus.close()
-        return elapsed
+        return publish_cost(subscribers, loops, ordered) * loops
     return bench
 
 
@@ -116,46 +105,14 @@ def fifo_put(factory):
 # --- end to end --------------------------------------------------------------------
 
 
-class _Counter:
-    """A trivial handler that signals when it has seen ``expected`` events."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.seen = 0
-        self.done = threading.Event()
-
-    def __call__(self, event) -> None:
-        self.seen += 1
-        if self.seen == self.expected:
-            self.done.set()
-
-
 def hlcbus_end_to_end(publishers: int, ordered: bool):
     def bench(loops: int) -> float:
-        per_thread = max(1, loops // publishers)
-        counter = _Counter(per_thread * publishers)
-        bus = EventBus()
-        bus.subscribe("a", counter, ordered=ordered, window_ms=0, maxsize=BIG)
-        start_line = threading.Barrier(publishers + 1)
-
-        def publish() -> None:
-            publish_ = bus.publish
-            start_line.wait()
-            for _ in itertools.repeat(None, per_thread):
-                publish_("a", None)
-
-        threads = [threading.Thread(target=publish) for _ in range(publishers)]
-        for thread in threads:
-            thread.start()
-        start_line.wait()
-        start = time.perf_counter()
-        counter.done.wait()
-        elapsed = time.perf_counter() - start
-        for thread in threads:
-            thread.join()
-        bus.close()
-        return elapsed * loops / (per_thread * publishers)
+        return end_to_end(publishers, ordered, loops) * loops
     return bench
+
+
+def telemetry_unattached(loops: int) -> float:
+    return unattached_execute(loops) * loops
 
 
 def straw_man_end_to_end(loops: int) -> float:
@@ -200,6 +157,7 @@ def main() -> None:
         runner.bench_time_func(f"pyee emit {n}", pyee_emit(n))
         runner.bench_time_func(f"blinker send {n}", blinker_send(n))
         runner.bench_time_func(f"psygnal emit {n}", psygnal_emit(n))
+    runner.bench_time_func("telemetry execute unattached", telemetry_unattached)
     runner.bench_time_func("queue.Queue put", fifo_put(queue.Queue))
     runner.bench_time_func("SimpleQueue put", fifo_put(queue.SimpleQueue))
     runner.bench_time_func("straw man end-to-end 1 publisher", straw_man_end_to_end)

@@ -50,3 +50,22 @@ def test_demo_keeps_the_ordered_stream_in_order() -> None:
     assert "order inversions, ordered    0" in result.stdout
     assert ": ok" in result.stdout  # the accounting identity
     assert "never went backwards" in result.stdout
+
+
+def test_bench_prints_its_table() -> None:
+    result = run("bench", "--events", "2000", "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    for label in ("publish, 1 subscriber", "end to end, 1 publisher, ordered",
+                  "telemetry.execute, nothing attached"):
+        assert label in result.stdout
+
+
+def test_every_command_has_help() -> None:
+    for command in ("now", "decode", "demo", "bench"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "usage: hlcbus" in result.stdout
+
+
+def test_unknown_command_exits_2() -> None:
+    result = run("frobnicate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -1,4 +1,4 @@
-"""The command line: ``python -m hlcbus {now,decode,demo}``.
+"""The command line: ``python -m hlcbus {now,decode,demo,bench}``.
 
 Bad input exits with status 2 and one line on stderr, as argparse programs do.
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from hlcbus import HLC, Timestamp, demo
+from hlcbus import HLC, Timestamp, demo, quickbench
 
 
 def _now(args: argparse.Namespace) -> int:
@@ -54,6 +54,10 @@ def _build() -> argparse.ArgumentParser:
     decode.add_argument("value", help="46-character text, 32 hex digits, or a packed integer")
     decode.set_defaults(subparser=decode)
     demo.parser(sub)
+    bench = sub.add_parser("bench", help="a quick run of the bus benchmark (make bench: the "
+                           "full one)")
+    bench.add_argument("--events", type=int, default=200_000, help="events per round")
+    bench.add_argument("--rounds", type=int, default=3, help="rounds; the best is shown")
     return parser
 
 
@@ -65,6 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _now(args)
     if args.command == "decode":
         return _decode(args, args.subparser)
+    if args.command == "bench":
+        quickbench.run(args.events, args.rounds)
+        return 0
     return demo.run(args)
 
 

@@ -1,0 +1,20 @@
+"""Every Python example in README.md runs, each on its own, so none can rot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_the_readme_has_examples() -> None:
+    assert len(BLOCKS) >= 5
+
+
+@pytest.mark.parametrize("number", range(len(BLOCKS)))
+def test_example_runs(number: int) -> None:
+    exec(compile(BLOCKS[number], f"README.md example {number}", "exec"), {})
