@@ -159,3 +159,44 @@ def test_per_event_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture,
         limited(logging.WARNING, "again")
     assert "7 more like this" in caplog.records[-2].getMessage()
     assert caplog.records[-1].getMessage() == "again"
+
+
+class Killer(BaseException):
+    """Not an Exception: raised by a handler, it kills its worker thread."""
+
+
+def test_restart_and_failure_are_emitted(sink: Sink, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    from hlcbus import delivery
+
+    monkeypatch.setattr(delivery, "RESTART_LIMIT", 1)
+    telemetry.attach_many("test", [telemetry.RESTART, telemetry.FAILED], sink)
+
+    def handler(event: Event) -> None:
+        raise Killer()
+
+    with EventBus() as bus:
+        bus.subscribe("*", handler, name="dies")
+        bus.publish("a")
+        bus.publish("b")
+        restart, failed = sink.wait_for(2)
+    assert restart[0] == telemetry.RESTART and restart[1] == {"restarts": 1}
+    assert failed[0] == telemetry.FAILED and failed[2]["subscription"] == "dies"
+    assert isinstance(failed[2]["exception"], Killer)
+
+
+def test_nothing_attached_means_nothing_executed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cost of unattached telemetry is measured in bench/; here, that the
+    # delivery paths do not even call execute() when nobody listens.
+    calls = []
+    real = telemetry.execute
+    monkeypatch.setattr(telemetry, "execute",
+                        lambda *args: calls.append(args[0]) or real(*args))
+    with EventBus() as bus:
+        rec = Recorder()
+        sub = bus.subscribe("*", rec, ordered=True, window_ms=0)
+        for n in range(1_000):
+            bus.publish("a", n)
+        rec.wait_for(1_000)
+        assert sub.stats.delivered == 1_000
+    assert calls == []
