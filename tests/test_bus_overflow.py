@@ -126,18 +126,25 @@ def test_block_times_out_with_buffer_full(slow_ordered: bool) -> None:
     try:
         slow, s_slow, fast, s_fast = slow_and_fast(bus, "block", slow_ordered, False)
         sent = fill(bus, slow)
+        # The publish that meets the full inbox is in flight already: it never
+        # waits there (an ordered worker may hold releases for it), its event
+        # goes in one over maxsize, and the next publish waits before stamping.
+        sent.append(bus.publish("e", "over"))
         start = time.monotonic()
         with pytest.raises(BufferFull) as info:
-            bus.publish("e", "late")
+            bus.publish("e", "refused")
         waited = time.monotonic() - start
         assert timeout <= waited < timeout + WAIT / 2
-        assert info.value.subscriptions == [s_slow]
-        assert fast.wait_for(len(sent) + 1) == sent + [info.value.event]
+        assert info.value.subscriptions == [s_slow] and info.value.event is None
+        assert "nothing was published" in str(info.value)
+        assert bus.stats.refused == 1
+        assert fast.wait_for(len(sent)) == sent  # the refused publish reached nobody
         slow.release.set()
         assert slow.wait_for(len(sent)) == sent
         stats = wait_stats(s_slow, delivered=len(sent), pending=0)
-        assert (stats.received, stats.dropped) == (len(sent) + 1, 1)
-        assert_accounting(wait_stats(s_fast, delivered=len(sent) + 1))
+        assert (stats.received, stats.dropped) == (len(sent), 0)
+        assert_accounting(wait_stats(s_fast, delivered=len(sent)))
+        assert [e.data for e in bus.replay()][-1] == "over"  # nor was it stored
     finally:
         slow.release.set()
         bus.close()
@@ -147,6 +154,7 @@ def test_block_times_out_with_buffer_full(slow_ordered: bool) -> None:
 def test_block_waits_for_room(bus: EventBus, slow_ordered: bool) -> None:
     slow, s_slow, fast, s_fast = slow_and_fast(bus, "block", slow_ordered, False)
     sent = fill(bus, slow)
+    sent.append(bus.publish("e", "over"))  # goes in one over maxsize: see above
     outcome: list[Any] = []
     done = threading.Event()
 
@@ -239,3 +247,36 @@ def test_pending_never_exceeds_maxsize(bus: EventBus, ordered: bool) -> None:
         peak = max(peak, sub.stats.pending)
     assert peak <= MAXSIZE
     assert_accounting(wait_stats(sub, pending=0))
+
+
+def test_block_on_an_ordered_subscription_never_deadlocks() -> None:
+    # Two publishers keep a small ordered "block" subscription full.  A publish
+    # in flight holds the ordered worker's releases below it, so a publisher
+    # that waited for room while in flight would wait for itself: every such
+    # publish then timed out.  Now none does, and nothing is dropped.
+    per_thread, maxsize = 5_000, 16
+    bus = EventBus(publish_timeout=WAIT)
+    try:
+        rec = Recorder()
+        sub = bus.subscribe("*", rec, ordered=True, window_ms=0, maxsize=maxsize,
+                            overflow="block")
+        errors: list[BaseException] = []
+
+        def publish(k: int) -> None:
+            try:
+                for i in range(per_thread):
+                    bus.publish("e", (k, i))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=publish, args=(k,)) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(4 * WAIT)
+        assert not any(t.is_alive() for t in threads) and errors == []
+        stats = wait_stats(sub, delivered=2 * per_thread, pending=0)
+        assert stats.dropped == 0 and bus.stats.refused == 0
+        assert_strictly_increasing(rec.wait_for(2 * per_thread))
+    finally:
+        bus.close()

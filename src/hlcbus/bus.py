@@ -45,11 +45,12 @@ IN_FLIGHT_POLL = 0.0002  # seconds between checks while close waits for publishe
 
 @dataclass(frozen=True)
 class BusStats:
-    """Bus-level counters: receive's duplicates and drift rejections."""
+    """Bus-level counters: receive's duplicates and drift rejections, refused publishes."""
 
     received: int
     duplicates: int
     drift_rejections: int
+    refused: int
     subscriptions: int
 
 
@@ -149,6 +150,10 @@ class EventBus:
         self._seen: set[Any] = set()
         self._seen_order: collections.deque[tuple[int, Any]] = collections.deque()
         self._received = self._duplicates = self._drift_rejections = 0
+        self._refused = 0  # publishes refused before stamping by a full "block" subscription
+        # Set when an event went into a full "block" subscription: publishes
+        # then wait for room before they go in flight (see _hold_back).
+        self._backpressure = False
 
     # --- publishing -------------------------------------------------------------
 
@@ -161,6 +166,8 @@ class EventBus:
         ``"error"`` or timed-out ``"block"`` subscription had no room (the
         other subscriptions still got the event).
         """
+        if self._backpressure:
+            self._hold_back(type)
         # The slot is set before the closed check and the route lookup, so that
         # close() and _unroute() see every publish that may still append.
         slots, tid, clock = self._in_flight, get_ident(), self.clock
@@ -182,7 +189,7 @@ class EventBus:
                 inbox = sub._inbox
                 if len(inbox) < sub._room:
                     inbox.append(event)
-                elif not sub._offer_slow(event, self.publish_timeout):
+                elif not sub._offer_slow(event):
                     full = [sub] if full is None else full + [sub]
                     continue
                 if sub._sleeping:
@@ -204,6 +211,8 @@ class EventBus:
         """
         if type(event) is not Event:
             raise TypeError(f"event must be an hlcbus.Event, not {type(event).__name__}")
+        if self._backpressure:
+            self._hold_back(event.type)
         slots, tid = self._in_flight, get_ident()
         ts = event.timestamp
         slots[tid] = ts
@@ -225,6 +234,25 @@ class EventBus:
         if full:
             raise BufferFull(event, full)
         return True
+
+    def _hold_back(self, event_type: Any) -> None:
+        """Before a publish goes in flight, wait for room in its full "block" subscriptions.
+
+        Raises BufferFull (with ``event`` None: nothing was stamped, stored
+        or routed) when one has no room within ``publish_timeout``.
+        """
+        try:
+            subs = self._routes[event_type]
+        except (KeyError, TypeError):
+            subs = self._route(event_type)
+        deadline = time.monotonic() + self.publish_timeout
+        full = [sub for sub in subs if sub.overflow == "block"
+                and not sub._wait_for_room(deadline)]
+        if full:
+            with self._seen_lock:
+                self._refused += 1
+            raise BufferFull(None, full)
+        self._backpressure = False  # a publish that meets a full inbox sets it again
 
     def _admit(self, ts: Any) -> bool:
         """Check for a duplicate and merge the clock, as one step.
@@ -270,7 +298,7 @@ class EventBus:
             inbox = sub._inbox
             if len(inbox) < sub._room:
                 inbox.append(event)
-            elif not sub._offer_slow(event, self.publish_timeout):
+            elif not sub._offer_slow(event):
                 full = [sub] if full is None else full + [sub]
                 continue
             if sub._sleeping:  # cleared here, or every publish until the worker runs would wake it
@@ -367,6 +395,10 @@ class EventBus:
                                maxsize=maxsize, overflow=overflow, on_late=on_late,
                                on_error=on_error, batch_size=batch_size,
                                name=self._unique_name(name or pattern))
+            if replay_from is not None:
+                # Before it is routed: a publish that saw a full inbox here would
+                # block on (or drop) an event the snapshot delivers; see _prepare_replay.
+                sub._room = sys.maxsize
             self._subs.append(sub)
             self._routes = {}
         if replay_from is not None:
@@ -385,8 +417,8 @@ class EventBus:
         events, which the worker drops if the snapshot has them (no duplicate).
         """
         # Until the worker runs nothing drains the inbox: a publisher blocked on
-        # it would never leave the flight we wait out.  So no limit meanwhile.
-        sub._room = sys.maxsize
+        # it would never leave the flight we wait out.  So subscribe() lifted the
+        # limit before routing ``sub``.
         self._wait_in_flight(None)
         snapshot = [e for e in self._store.range(start, None) if _matches(sub.pattern, e.type)]
         self._wait_in_flight(None)
@@ -441,7 +473,8 @@ class EventBus:
     def stats(self) -> BusStats:
         """A snapshot of the bus-level counters."""
         return BusStats(received=self._received, duplicates=self._duplicates,
-                        drift_rejections=self._drift_rejections, subscriptions=len(self._subs))
+                        drift_rejections=self._drift_rejections, refused=self._refused,
+                        subscriptions=len(self._subs))
 
     # --- closing ------------------------------------------------------------------
 

@@ -269,7 +269,7 @@ class Subscription:
 
     # --- the publisher side --------------------------------------------------
 
-    def _offer_slow(self, event: Any, publish_timeout: float) -> bool:
+    def _offer_slow(self, event: Any) -> bool:
         """Apply the overflow policy to a full inbox; False if ``event`` was refused."""
         with self._lock:
             if self._failed:  # no worker will take it: dropped, and counted
@@ -279,7 +279,15 @@ class Subscription:
                 self._inbox.append(event)
                 return True
             if self.overflow == "block":
-                return self._wait_for_room(event, publish_timeout)
+                # Never wait here: this publish is in flight, and an ordered
+                # worker holds its releases below it, so waiting for room it
+                # cannot make would deadlock (seen: every publish of two threads
+                # timing out).  The event goes in, one over maxsize for each
+                # publisher in flight, and the bus makes the next publishes wait
+                # for room before they stamp (EventBus._hold_back).
+                self._inbox.append(event)
+                self._bus._backpressure = True
+                return True
             if self.overflow == "drop_oldest":
                 self._evict_oldest()
                 self._inbox.append(event)
@@ -287,23 +295,19 @@ class Subscription:
             self._offer_dropped += 1
             return self.overflow != "error"
 
-    def _wait_for_room(self, event: Any, publish_timeout: float) -> bool:
-        deadline = time.monotonic() + publish_timeout
-        self._space_waiters += 1
-        try:
-            while len(self._inbox) >= self._room and not self._stopping:
-                if self._failed:
-                    self._offer_dropped += 1
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._offer_dropped += 1
-                    return False
-                self._space.wait(remaining)
-            self._inbox.append(event)
-            return True
-        finally:
-            self._space_waiters -= 1
+    def _wait_for_room(self, deadline: float) -> bool:
+        """Wait, outside any publish in flight, until the inbox has room; False at the deadline."""
+        with self._lock:
+            self._space_waiters += 1
+            try:
+                while len(self._inbox) >= self._room and not (self._stopping or self._failed):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._space.wait(remaining)
+                return True
+            finally:
+                self._space_waiters -= 1
 
     def _evict_oldest(self) -> None:
         """Drop the oldest pending event to make room; called under _lock.

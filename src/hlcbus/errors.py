@@ -52,14 +52,21 @@ class BusClosed(HLCBusError, RuntimeError):
 class BufferFull(HLCBusError):
     """A subscription's buffer had no room for an event.
 
-    Raised by ``publish``/``receive`` under the ``"error"`` overflow policy, or
-    under ``"block"`` once the bus's publish timeout has passed.  The event
-    was still routed to every other matching subscription; for the ones
-    named in ``subscriptions`` it was dropped and counted.
+    Raised by ``publish``/``receive`` under the ``"error"`` overflow policy:
+    the event was still routed to every other matching subscription; for the
+    ones named in ``subscriptions`` it was dropped and counted.  Under
+    ``"block"``, raised when a full subscription had no room within the
+    bus's publish timeout; the wait happens before stamping, so ``event`` is
+    None and nothing was published, stored or routed (``bus.stats.refused``
+    counts these).
     """
 
     def __init__(self, event: Any, subscriptions: list[Any]) -> None:
         self.event = event
         self.subscriptions = subscriptions
         names = ", ".join(repr(s.name) for s in subscriptions)
-        super().__init__(f"no room for {event!r} in subscription(s) {names}")
+        if event is None:
+            super().__init__(f"no room in subscription(s) {names} within the publish timeout: "
+                             "nothing was published")
+        else:
+            super().__init__(f"no room for {event!r} in subscription(s) {names}")
