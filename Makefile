@@ -34,5 +34,15 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench
 	$(BIN)/python bench/run_all.py
 
+$(VENV)/.lint: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --no-build-isolation ".[test,lint]"
+	touch $@
+
+# ruff, mypy --strict on the package, and stubtest: _core.pyi against the compiled _core.
+lint: $(VENV)/.lint
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src/hlcbus
+	$(BIN)/python -m mypy.stubtest hlcbus._core --allowlist tests/stubtest_allowlist.txt
+
 clean:
 	rm -rf build dist $(VENV) src/hlcbus/_core.c src/hlcbus/*.so src/*.egg-info

@@ -52,9 +52,10 @@ def _index(name: str, value: Any, limit: int) -> int:
         if isinstance(value, bool) or not hasattr(type(value), "__index__"):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
         value = operator.index(value)
-    if not 0 <= value < limit:
-        raise ValueError(f"{name} must be in [0, {_bound_text(limit)}), got {value}")
-    return value
+    index: int = value
+    if not 0 <= index < limit:
+        raise ValueError(f"{name} must be in [0, {_bound_text(limit)}), got {index}")
+    return index
 
 
 def _bound_text(limit: int) -> str:

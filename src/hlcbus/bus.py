@@ -113,7 +113,7 @@ class EventBus:
     store) and at most ``store_max_events``, for ``replay``.
     """
 
-    def __init__(self, clock: Optional[Any] = None, *, publish_timeout: float = 5.0,
+    def __init__(self, clock: Optional[HLC] = None, *, publish_timeout: float = 5.0,
                  dedupe_ms: Optional[int] = None, store_ttl_ms: int = 60_000,
                  store_max_events: int = 100_000) -> None:
         if clock is None:
@@ -143,12 +143,12 @@ class EventBus:
         self._jumps_reported = (0, 0)  # clock jump counts last emitted
         # thread id -> floor of that thread's publish in flight (None: idle).
         # Each thread writes only its own key, so no lock is needed.
-        self._in_flight: dict[int, Any] = {}
+        self._in_flight: dict[int, Optional[Timestamp]] = {}
         # Guards _seen, _seen_order and the receive counters: a duplicate check,
         # the clock merge and the insert must be one step.
         self._seen_lock = threading.Lock()
-        self._seen: set[Any] = set()
-        self._seen_order: collections.deque[tuple[int, Any]] = collections.deque()
+        self._seen: set[Timestamp] = set()
+        self._seen_order: collections.deque[tuple[int, Timestamp]] = collections.deque()
         self._received = self._duplicates = self._drift_rejections = 0
         self._refused = 0  # publishes refused before stamping by a full "block" subscription
         # Set when an event went into a full "block" subscription: publishes
@@ -157,7 +157,7 @@ class EventBus:
 
     # --- publishing -------------------------------------------------------------
 
-    def publish(self, type: str, data: Any = None) -> Any:
+    def publish(self, type: str, data: Any = None) -> Event:
         """Stamp ``Event(type, data, clock.now())`` and route it; return the event.
 
         Costs well under a microsecond with one subscriber: it only appends
@@ -201,7 +201,7 @@ class EventBus:
             raise BufferFull(event, full)
         return event
 
-    def receive(self, event: Any) -> bool:
+    def receive(self, event: Event) -> bool:
         """Take an event stamped elsewhere; False if it is a duplicate.
 
         Merges the clock (``clock.update``) and routes the event.  Raises
@@ -254,7 +254,7 @@ class EventBus:
             raise BufferFull(None, full)
         self._backpressure = False  # a publish that meets a full inbox sets it again
 
-    def _admit(self, ts: Any) -> bool:
+    def _admit(self, ts: Timestamp) -> bool:
         """Check for a duplicate and merge the clock, as one step.
 
         An event carrying this clock's node id at or below its last value is
@@ -277,7 +277,7 @@ class EventBus:
             self._remember(ts)
         return True
 
-    def _remember(self, ts: Any) -> None:
+    def _remember(self, ts: Timestamp) -> None:
         wall = self.clock.wall_ms()
         self._seen.add(ts)
         order = self._seen_order
@@ -292,7 +292,7 @@ class EventBus:
         windows = [s.window_ms for s in self._subs if s.ordered]
         return max(DEDUPE_MIN_MS, 2 * max(windows, default=0))
 
-    def _offer(self, subs: tuple[Subscription, ...], event: Any) -> Optional[list[Subscription]]:
+    def _offer(self, subs: tuple[Subscription, ...], event: Event) -> Optional[list[Subscription]]:
         full = None
         for sub in subs:
             inbox = sub._inbox
@@ -306,7 +306,7 @@ class EventBus:
                 sub._wake_up()
         return full
 
-    def _in_flight_bound(self) -> Any:
+    def _in_flight_bound(self) -> Optional[Timestamp]:
         """Return the greatest timestamp a worker may release now, or None."""
         last = self.clock.last  # read first: what is stamped later exceeds it
         floors = [f for f in self._in_flight.copy().values() if f is not None]
@@ -357,10 +357,10 @@ class EventBus:
     def subscribe(self, pattern: str, handler: Optional[Callable[..., Any]] = None, *,
                   ordered: bool = False, window_ms: int = 100, maxsize: int = 10_000,
                   overflow: str = "block",
-                  on_late: Optional[Callable[[Any, int], Any]] = None,
+                  on_late: Optional[Callable[[Event, int], Any]] = None,
                   on_error: Optional[Callable[[Any, BaseException], Any]] = None,
                   batch_size: Optional[int] = None, name: Optional[str] = None,
-                  replay_from: Optional[Any] = None) -> Subscription:
+                  replay_from: Optional[Timestamp] = None) -> Subscription:
         """Subscribe to events whose type matches ``pattern``; see README "Ordered delivery".
 
         ``pattern`` is an exact type, ``"*"``, or a prefix such as
@@ -406,7 +406,7 @@ class EventBus:
         sub._start()  # its first pass restores the room to maxsize
         return sub
 
-    def _prepare_replay(self, sub: Subscription, start: Any) -> None:
+    def _prepare_replay(self, sub: Subscription, start: Timestamp) -> None:
         """Hand ``sub`` the stored events from ``start`` on, seamlessly.
 
         ``sub`` is already routed.  Publishes in flight may still hold the old
@@ -420,7 +420,9 @@ class EventBus:
         # it would never leave the flight we wait out.  So subscribe() lifted the
         # limit before routing ``sub``.
         self._wait_in_flight(None)
-        snapshot = [e for e in self._store.range(start, None) if _matches(sub.pattern, e.type)]
+        # subscribe() called _check_replay, so the store exists.
+        stored = self._store.range(start, None)  # type: ignore[union-attr]
+        snapshot = [e for e in stored if _matches(sub.pattern, e.type)]
         self._wait_in_flight(None)
         sub._replay_first(snapshot, overlap=len(sub._inbox))
 
@@ -430,8 +432,8 @@ class EventBus:
         if type(value) is not Timestamp:
             raise TypeError(f"{name} must be an hlcbus.Timestamp, not {type(value).__name__}")
 
-    def replay(self, start: Optional[Any] = None, end: Optional[Any] = None,
-               pattern: str = "*") -> list[Any]:
+    def replay(self, start: Optional[Timestamp] = None, end: Optional[Timestamp] = None,
+               pattern: str = "*") -> list[Event]:
         """Return the stored events with ``start <= timestamp <= end`` matching ``pattern``.
 
         In timestamp order, whatever order they arrived in.  ``None`` leaves

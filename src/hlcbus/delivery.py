@@ -77,7 +77,7 @@ class SubscriptionStats:
     failed: bool
 
 
-def _before(ts: Any) -> Optional[Any]:
+def _before(ts: Timestamp) -> Optional[Timestamp]:
     """Return the greatest key strictly below ``ts``, or None if there is none."""
     if ts.node:
         return Timestamp.from_packed(ts.packed, ts.node - 1)
@@ -97,7 +97,7 @@ class Subscription:
 
     def __init__(self, bus: EventBus, pattern: str, handler: Optional[Callable[..., Any]], *,
                  ordered: bool, window_ms: int, maxsize: int, overflow: str,
-                 on_late: Optional[Callable[[Any, int], Any]],
+                 on_late: Optional[Callable[[Event, int], Any]],
                  on_error: Optional[Callable[[Any, BaseException], Any]],
                  batch_size: Optional[int], name: str) -> None:
         self.pattern = pattern
@@ -113,7 +113,7 @@ class Subscription:
         self._on_error = on_error
         self._batch_size = batch_size
         # Written by publishers (append) and drained by the worker only.
-        self._inbox: collections.deque[Any] = collections.deque()
+        self._inbox: collections.deque[Event] = collections.deque()
         # How full publishers may fill the inbox before the overflow policy
         # applies: maxsize minus what the worker holds (see _update_room).
         self._room = maxsize
@@ -130,7 +130,7 @@ class Subscription:
         self._space = threading.Condition(self._lock)  # signalled when the inbox drains
         self._mail = threading.Condition(self._lock)  # signalled when mail arrives
         self._space_waiters = 0
-        self._mailbox: collections.deque[Any] = collections.deque()
+        self._mailbox: collections.deque[Event] = collections.deque()
         self._stopping = False
         self._drain_on_stop = True
         self._stopped = threading.Event()
@@ -138,8 +138,8 @@ class Subscription:
         self._restart_times: collections.deque[float] = collections.deque()
         # Worker-owned state.
         self._buffer = ReorderBuffer() if ordered else None
-        self._ready: collections.deque[Any] = collections.deque()  # released, not yet handled
-        self._late_queue: collections.deque[Any] = collections.deque()
+        self._ready: collections.deque[Event] = collections.deque()  # released, not yet handled
+        self._late_queue: collections.deque[Event] = collections.deque()
         self._lag_ms = 0
         self._held = False  # the buffer's head waits for a publish in flight
         # Counters: the worker's own, then those publishers change under _lock.
@@ -269,7 +269,7 @@ class Subscription:
 
     # --- the publisher side --------------------------------------------------
 
-    def _offer_slow(self, event: Any) -> bool:
+    def _offer_slow(self, event: Event) -> bool:
         """Apply the overflow policy to a full inbox; False if ``event`` was refused."""
         with self._lock:
             if self._failed:  # no worker will take it: dropped, and counted
@@ -327,7 +327,7 @@ class Subscription:
 
     # --- the worker ------------------------------------------------------------
 
-    def _replay_first(self, snapshot: list[Any], overlap: int) -> None:
+    def _replay_first(self, snapshot: list[Event], overlap: int) -> None:
         """Deliver ``snapshot`` before the inbox; called before the worker starts.
 
         The first ``overlap`` inbox events may also be in the snapshot: those
@@ -395,7 +395,9 @@ class Subscription:
             return None
         if self._held:  # by a publish in flight: its append wakes us, or we poll soon
             return IN_FLIGHT_RETRY
-        due_ms = self._buffer.peek().physical + self.window_ms + 1 - self._clock.wall_ms()
+        head = self._buffer.peek()
+        assert head is not None  # the buffer is not empty
+        due_ms = head.physical + self.window_ms + 1 - self._clock.wall_ms()
         return min(FLUSH_INTERVAL, max(due_ms, 0) / 1000.0 + 0.0002)
 
     def _direct_step(self) -> None:
@@ -423,6 +425,7 @@ class Subscription:
                      if watermark > 0 else None)
             bound = below if below is None or below < local_bound else local_bound
         buffer = self._buffer
+        assert buffer is not None
         if bound is not None and buffer and not self._ready:
             self._ready.extend(buffer.release(bound))
         head = buffer.peek()
@@ -443,7 +446,7 @@ class Subscription:
             self._pay_evictions(buffer)
         self._update_room()
 
-    def _pay_evictions(self, buffer: Any) -> None:
+    def _pay_evictions(self, buffer: ReorderBuffer) -> None:
         with self._lock:
             owed, self._evictions_owed = self._evictions_owed, 0
         self._dropped += buffer.evict(owed)
@@ -522,7 +525,9 @@ class Subscription:
         queue = self._late_queue
         while queue:
             event = queue.popleft()
-            lateness = max(0, self._buffer.last_released.physical - event.timestamp.physical)
+            # Late means "below the last release": only ordered subscriptions have one.
+            last = self._buffer.last_released  # type: ignore[union-attr]
+            lateness = max(0, last.physical - event.timestamp.physical)  # type: ignore[union-attr]
             telemetry.execute(telemetry.LATE, {"lateness_ms": lateness},
                               {"subscription": self.name, "event": event})
             if self._on_late is None:
@@ -553,7 +558,7 @@ class Subscription:
 
     # --- the mailbox -----------------------------------------------------------
 
-    def get(self, timeout: Optional[float] = None) -> Any:
+    def get(self, timeout: Optional[float] = None) -> Event:
         """Take the next event of a handler-less subscription.
 
         Blocks up to ``timeout`` seconds (None: forever); raises TimeoutError
@@ -575,7 +580,7 @@ class Subscription:
             self._wake_up()
         return event
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Event]:
         """Yield events until the subscription is closed and drained."""
         while True:
             try:

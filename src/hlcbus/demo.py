@@ -170,7 +170,9 @@ def _summary(out: Any, stats: Any, bus: EventBus, network: Network, unordered: W
     print("\n".join(lines), file=out)
 
 
-def parser(sub: Optional[argparse._SubParsersAction] = None) -> argparse.ArgumentParser:
+def parser(
+    sub: Optional[argparse._SubParsersAction[argparse.ArgumentParser]] = None,
+) -> argparse.ArgumentParser:
     """The demo's options (also the ``demo`` sub-command of the CLI)."""
     description = "Simulate skewed nodes feeding one bus; compare unordered and ordered delivery."
     p = (sub.add_parser("demo", help=description, description=description) if sub

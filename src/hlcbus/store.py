@@ -19,7 +19,7 @@ import collections
 import operator
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from hlcbus._compat import core
 
@@ -38,12 +38,12 @@ class EventStore:
         self.max_events = max_events
         self._wall = wall
         # Appended by publishers without a lock; the oldest fall off when full.
-        self._staged: collections.deque[Any] = collections.deque(maxlen=max_events)
+        self._staged: collections.deque[core.Event] = collections.deque(maxlen=max_events)
         self.add = self._staged.append
         # Guards _sorted and _maintained_at: folding staged events in and reading
         # a range must not interleave.
         self._lock = threading.Lock()
-        self._sorted: list[Any] = []
+        self._sorted: list[core.Event] = []
         self._maintained_at = time.monotonic()
 
     def maintain(self) -> None:
@@ -82,7 +82,7 @@ class EventStore:
         if drop:
             del merged[:drop]
 
-    def range(self, start: Optional[Any], end: Optional[Any]) -> list[Any]:
+    def range(self, start: Optional[Timestamp], end: Optional[Timestamp]) -> list[core.Event]:
         """The stored events with ``start <= timestamp <= end``, in timestamp order."""
         self.maintain()
         with self._lock:
