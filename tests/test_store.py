@@ -652,3 +652,17 @@ def test_replay_from_seam_under_concurrent_publishing(busy_switching: None, over
               for i in range(SEAM_ROUNDS)]
     # The seam was exercised: some subscribe ran while publishes went on.
     assert any(r["during"] for r in rounds), rounds
+
+
+def test_a_repeat_received_after_the_dedupe_horizon_is_stored_once() -> None:
+    bus, wall = manual_bus()
+    try:
+        first = remote(START_MS - 10, node=5, data="first")
+        assert bus.receive(first) is True
+        bus.replay()  # folds the first copy in
+        bus._seen.clear()  # what the dedupe horizon's expiry does, without waiting it out
+        assert bus.receive(remote(START_MS - 10, node=5, data="repeat")) is True
+        replayed = bus.replay()
+        assert [(e.timestamp, e.data) for e in replayed] == [(first.timestamp, "first")]
+    finally:
+        bus.close()

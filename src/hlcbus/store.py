@@ -66,9 +66,13 @@ class EventStore:
             return
         fresh.sort(key=_timestamp_of)
         merged = self._sorted
-        if merged and fresh[0].timestamp < merged[-1].timestamp:
+        if merged and fresh[0].timestamp <= merged[-1].timestamp:
             merged.extend(fresh)
             merged.sort(key=_timestamp_of)  # two sorted runs: Timsort merges in O(n)
+            # receive() forgets timestamps after its dedupe horizon (seconds), the
+            # store keeps events for its TTL: a repeat arriving in between lands
+            # here, beside the first copy, which the stable sort keeps first.
+            self._sorted = [e for i, e in enumerate(merged) if not i or e != merged[i - 1]]
         else:
             merged.extend(fresh)
 
