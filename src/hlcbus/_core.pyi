@@ -2,6 +2,9 @@
 from datetime import datetime
 from typing import Any, Callable, Optional, Tuple, TypeAlias, final
 
+import numpy
+from numpy.typing import NDArray
+
 # Private: a stub-only alias, absent at runtime.
 _Buffer: TypeAlias = bytes | bytearray | memoryview
 
@@ -64,6 +67,7 @@ class HLC:
     def forward_jumps(self) -> int: ...
     def wall_ms(self) -> int: ...
     def now(self) -> Timestamp: ...
+    def now_many(self, n: int) -> NDArray[numpy.uint64]: ...
     def update(self, remote: Timestamp, /) -> Timestamp: ...
 
 @final

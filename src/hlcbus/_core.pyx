@@ -590,6 +590,37 @@ cdef class HLC:
                 word = self._tick()
         return _make(word, self._node)
 
+    def now_many(self, n):
+        """Reserve ``n`` timestamps in one step; return their packed words, increasing.
+
+        The clock advances as if ``now()`` were called ``n`` times with one
+        wall reading: the words are ``first, first + 1, ... first + n - 1``
+        with ``first = max(T + 1, pt << 16)``, the counter carrying into the
+        physical part as it fills.  The node is this clock's ``node``.
+        ``n == 0`` returns an empty array and leaves the clock alone.
+
+        Raises TypeError or ValueError for an ``n`` that is not an int >= 0,
+        ClockOverflowError (clock unchanged) when the range would cross a
+        full counter under ``overflow="raise"`` or pass the end of the 48-bit
+        range.  Needs numpy (imported here).  Costs O(n) in numpy, O(1) under
+        the lock.
+        """
+        cdef uint64_t first
+        n = _py._count("n", n)
+        import numpy
+
+        # Allocated before the lock: a failed allocation leaves the clock alone.
+        # Once it succeeds, n is far below 2**63, so the conversion below is exact.
+        words = numpy.arange(n, dtype=numpy.uint64)
+        if n:
+            if self._wall_lock is None:
+                first = self._reserve(<uint64_t>n)
+            else:
+                with self._wall_lock:
+                    first = self._reserve(<uint64_t>n)
+            words += numpy.uint64(first)
+        return words
+
     def update(self, remote, /):
         """Merge a received timestamp: ``T = max(T + 1, remote.T + 1, pt << 16)``.
 
@@ -653,6 +684,37 @@ cdef class HLC:
         self._count_jump(pt)
         self._word = word
         return word
+
+    cdef uint64_t _reserve(self, uint64_t n) except 0:
+        """Commit ``n`` (>= 1) words from ``max(T + 1, pt << 16)``; return the first."""
+        cdef int64_t pt
+        cdef uint64_t floor, first, last, full
+        cdef bint is_full
+        with cython.critical_section(self):
+            pt = self._read_wall()
+            if self._word == WORD_MAX:
+                raise ClockOverflowError("the clock has reached the end of its 48-bit range")
+            floor = <uint64_t>pt << 16
+            first = self._word + 1 if self._word + 1 > floor else floor
+            if n - 1 > WORD_MAX - first:
+                raise ClockOverflowError("the clock has reached the end of its 48-bit range")
+            last = first + (n - 1)
+            if self._raise_on_overflow:
+                is_full = True
+                if first != floor and (first & LOGICAL_MASK) == 0:
+                    full = (first >> 16) - 1
+                elif (last >> 16) != (first >> 16):
+                    full = first >> 16
+                else:
+                    is_full = False
+                if is_full:
+                    raise ClockOverflowError(
+                        f"the logical counter is full at physical {full} ms "
+                        "and overflow='raise'"
+                    )
+            self._count_jump(pt)
+            self._word = last
+            return first
 
     cdef inline void _count_jump(self, int64_t pt) noexcept:
         cdef int64_t mono = hlcbus_monotonic_ms()

@@ -1,0 +1,269 @@
+"""Vectorised timestamp utilities over numpy arrays (needs numpy: ``pip install numpy``).
+
+Exact counterparts of the scalar ``Timestamp`` API for columns of timestamps.
+A column is a ``uint64`` array of packed words (``physical << 16 | logical``)
+and, where order or identity matters, a ``uint64`` array of node ids beside it.
+``HLC.now_many(n)`` issues such a column.
+
+Inputs may be any integer array (or a list of ints); every value is checked.
+An invalid value (out of range, a non-integer dtype, NaT) raises ValueError
+naming the first bad index, as ``"physical[3] = -1: ..."``.  Everything is
+vectorised except ``format`` and ``parse``, which loop over the scalar API
+(0.3 to 0.7 us per timestamp on the compiled core; see ``format``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hlcbus._compat import core as _core
+from hlcbus._core_py import LOGICAL_MASK, TEXT_LENGTH, TEXT_PHYSICAL_LIMIT
+
+__all__ = [
+    "argsort", "decode", "encode", "format", "from_datetime64", "merge", "pack", "parse",
+    "sort", "to_datetime64", "unpack",
+]
+
+Words = NDArray[np.uint64]
+Pair = Tuple[Words, Words]
+
+_PHYSICAL_MAX = (1 << 48) - 1
+_LOGICAL_MAX = LOGICAL_MASK
+_WORD_MAX = (1 << 64) - 1
+_FINE_UNITS = ("ms", "us", "ns", "ps", "fs", "as")  # no coarser than a millisecond
+_BIG_ENDIAN_WORDS = np.dtype(">u8")
+
+
+# --- checks: each error names the first bad index -----------------------------------
+
+
+def _at(shape: Tuple[int, ...], flat: int) -> str:
+    """The index ``flat`` in an array of ``shape``, as the user would write it."""
+    if len(shape) == 1:
+        return str(flat)
+    return ", ".join(str(int(i)) for i in np.unravel_index(flat, shape))
+
+
+def _reject(name: str, values: NDArray[Any], bad: NDArray[np.bool_], why: str) -> None:
+    """Raise ValueError for the first True of ``bad``, if any."""
+    hits = np.flatnonzero(bad)
+    if hits.size:
+        first = int(hits[0])
+        value = values.reshape(-1)[first]
+        raise ValueError(f"{name}[{_at(values.shape, first)}] = {value}: {why}")
+
+
+def _words(name: str, values: ArrayLike, maximum: int = _WORD_MAX) -> Words:
+    """Return ``values`` as a uint64 array after checking each is an int in [0, maximum]."""
+    array = np.asarray(values)
+    if array.dtype == np.uint64:
+        words = array
+    elif array.dtype.kind == "i" or array.dtype.kind == "u":
+        _reject(name, array, array < 0, "must be >= 0")
+        words = array.astype(np.uint64)
+    elif array.dtype == object:
+        words = _object_words(name, array)
+    else:
+        raise ValueError(_dtype_message(name, array, "an integer"))
+    if maximum != _WORD_MAX:
+        _reject(name, words, words > np.uint64(maximum),
+                f"out of range [0, {_pow2(maximum + 1)})")
+    return words
+
+
+def _pow2(bound: int) -> str:
+    return f"2**{bound.bit_length() - 1}"
+
+
+def _dtype_message(name: str, array: NDArray[Any], wanted: str) -> str:
+    where = f" (first bad index {_at(array.shape, 0)})" if array.size else ""
+    return f"{name} must have {wanted} dtype, not {array.dtype}{where}"
+
+
+def _object_words(name: str, array: NDArray[Any]) -> Words:
+    """Convert an object array of Python ints, checking each (a Python loop: rare input)."""
+    flat = array.reshape(-1)
+    for i, value in enumerate(flat):
+        if type(value) is not int or not 0 <= value <= _WORD_MAX:
+            why = "must be an int" if type(value) is not int else "out of range [0, 2**64)"
+            raise ValueError(f"{name}[{_at(array.shape, i)}] = {value!r}: {why}")
+    return flat.astype(np.uint64).reshape(array.shape)
+
+
+def _column(name: str, values: ArrayLike) -> Words:
+    """A one-dimensional uint64 column of any 64-bit values."""
+    words = _words(name, values)
+    if words.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {words.shape}")
+    return words
+
+
+def _pair(packed: ArrayLike, node: ArrayLike) -> Pair:
+    """Check a (packed, node) column pair; a scalar node applies to every row."""
+    words = _column("packed", packed)
+    nodes = _words("node", node)
+    if nodes.ndim == 0:
+        nodes = np.full(words.shape, nodes, dtype=np.uint64)
+    if nodes.shape != words.shape:
+        raise ValueError(f"node has shape {nodes.shape}, packed has {words.shape}")
+    return words, nodes
+
+
+# --- fields ------------------------------------------------------------------------
+
+
+def pack(physical: ArrayLike, logical: ArrayLike = 0) -> Words:
+    """Return ``physical << 16 | logical`` as uint64 (the arguments broadcast).
+
+    Raises ValueError naming the first physical outside [0, 2**48) or logical
+    outside [0, 2**16), or a non-integer dtype.  O(n).
+    """
+    high = _words("physical", physical, _PHYSICAL_MAX)
+    low = _words("logical", logical, _LOGICAL_MAX)
+    return np.asarray((high << np.uint64(16)) | low, dtype=np.uint64)
+
+
+def unpack(packed: ArrayLike) -> Pair:
+    """Return (physical, logical) uint64 arrays of packed words.  O(n)."""
+    words = _words("packed", packed)
+    return words >> np.uint64(16), words & np.uint64(LOGICAL_MASK)
+
+
+def to_datetime64(packed: ArrayLike) -> NDArray[np.datetime64]:
+    """Return the physical parts as ``datetime64[ms]`` (counter dropped).
+
+    As ``Timestamp.to_datetime``, a physical after 9999-12-31T23:59:59.999Z
+    raises ValueError (naming the first such index).  O(n).
+    """
+    words = _words("packed", packed)
+    physical = words >> np.uint64(16)
+    _reject("packed", words, physical >= np.uint64(TEXT_PHYSICAL_LIMIT),
+            "physical is after year 9999, beyond datetime's range")
+    result: NDArray[np.datetime64] = physical.astype(np.int64).view("datetime64[ms]")
+    return result
+
+
+def from_datetime64(values: ArrayLike) -> Words:
+    """Return packed words (counter 0) of datetime64 values, floored to the millisecond.
+
+    Raises ValueError naming the first NaT, value before 1970 or value at or
+    after 2**48 ms, or a non-datetime64 dtype.  O(n).
+    """
+    array = np.asarray(values)
+    if array.dtype.kind != "M" or np.datetime_data(array.dtype)[0] == "generic":
+        raise ValueError(_dtype_message("values", array, "a datetime64"))
+    _reject("values", array, np.isnat(array), "is NaT")
+    ticks = array.view(np.int64)  # in the array's unit; 0 is the epoch in every unit
+    _reject("values", array, ticks < 0, "is before 1970")
+    unit, count = np.datetime_data(array.dtype)
+    if unit not in _FINE_UNITS or count != 1:
+        # Converting a coarse unit to ms can wrap around int64: bound it in its own unit.
+        limit = np.datetime64(_PHYSICAL_MAX, "ms").astype(array.dtype).view(np.int64)
+        _reject("values", array, ticks > limit, "is at or after 2**48 ms")
+    ms = array.astype("datetime64[ms]").view(np.int64)  # truncation is a floor here: >= 0
+    _reject("values", array, ms > _PHYSICAL_MAX, "is at or after 2**48 ms")
+    words: Words = ms.astype(np.uint64) << np.uint64(16)
+    return words
+
+
+# --- the 16-byte encoding --------------------------------------------------------------
+
+
+def encode(packed: ArrayLike, node: ArrayLike) -> NDArray[np.uint8]:
+    """Return the (n, 16) uint8 array of ``Timestamp.to_bytes`` rows (big-endian).
+
+    Row order as bytes is timestamp order; ``.tobytes()`` gives one buffer.
+    ``node`` may be one id for every row.  O(n).
+    """
+    words, nodes = _pair(packed, node)
+    rows = np.empty((words.size, 2), dtype=_BIG_ENDIAN_WORDS)
+    rows[:, 0] = words
+    rows[:, 1] = nodes
+    return rows.view(np.uint8).reshape(words.size, 16)
+
+
+def decode(data: Any) -> Pair:
+    """Return (packed, node) from an (n, 16) uint8 array or a bytes-like buffer of n * 16.
+
+    Raises ValueError for another shape, dtype or length.  O(n).
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if len(data) % 16:
+            raise ValueError(f"data must be a multiple of 16 bytes, got {len(data)}")
+        rows = np.frombuffer(data, dtype=_BIG_ENDIAN_WORDS).reshape(-1, 2)
+    else:
+        array = np.asarray(data)
+        if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != 16:
+            raise ValueError(
+                f"data must be an (n, 16) uint8 array, got {array.dtype} {array.shape}")
+        rows = np.ascontiguousarray(array).view(_BIG_ENDIAN_WORDS)
+    return rows[:, 0].astype(np.uint64), rows[:, 1].astype(np.uint64)
+
+
+# --- the 46-character text form -----------------------------------------------------------
+
+
+def format(packed: ArrayLike, node: ArrayLike) -> NDArray[np.str_]:
+    """Return the text form of each timestamp, as ``str(Timestamp)``, in a ``<U46`` array.
+
+    Loops over the scalar API, one Timestamp per row (about 0.7 us a row on
+    a million rows): a vectorised version, a numpy pass per character
+    column, measured no faster.  Raises ValueError naming the first row
+    with a physical after year 9999.
+    """
+    words, nodes = _pair(packed, node)
+    _reject("packed", words, (words >> np.uint64(16)) >= np.uint64(TEXT_PHYSICAL_LIMIT),
+            "physical is after 9999-12-31T23:59:59.999Z and has no text form")
+    from_packed = _core.Timestamp.from_packed
+    texts = [str(from_packed(p, n)) for p, n in zip(words.tolist(), nodes.tolist())]
+    return np.array(texts, dtype=f"<U{TEXT_LENGTH}").reshape(words.shape)
+
+
+def parse(texts: Any) -> Pair:
+    """Parse text forms (a str array or an iterable of str) into (packed, node).
+
+    Loops over ``Timestamp.parse`` (see ``format``).  Raises ValueError
+    naming the first malformed or non-str item, with the scalar parser's reason.
+    """
+    parse_one = _core.Timestamp.parse
+    if isinstance(texts, np.ndarray):
+        texts = texts.reshape(-1).tolist()  # plain str, so messages show no np.str_
+    packed, nodes = [], []
+    for i, text in enumerate(texts):
+        try:
+            ts = parse_one(text)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"texts[{i}]: {exc}") from exc
+        packed.append(ts.packed)
+        nodes.append(ts.node)
+    return np.array(packed, dtype=np.uint64), np.array(nodes, dtype=np.uint64)
+
+
+# --- order -------------------------------------------------------------------------
+
+
+def argsort(packed: ArrayLike, node: ArrayLike) -> NDArray[np.intp]:
+    """Return the indices that order the pairs by (packed, node); stable.  O(n log n)."""
+    words, nodes = _pair(packed, node)
+    return np.lexsort((nodes, words))
+
+
+def sort(packed: ArrayLike, node: ArrayLike) -> Pair:
+    """Return (packed, node) ordered by (packed, node); stable.  O(n log n)."""
+    words, nodes = _pair(packed, node)
+    order = np.lexsort((nodes, words))
+    return words[order], nodes[order]
+
+
+def merge(sorted_a: Tuple[ArrayLike, ArrayLike], sorted_b: Tuple[ArrayLike, ArrayLike]) -> Pair:
+    """Merge two (packed, node) pairs of sorted columns into one; ties keep a before b.
+
+    A stable sort of the concatenation, O((n + m) log(n + m)); it is also
+    correct when the inputs are not sorted.
+    """
+    a_words, a_nodes = _pair(*sorted_a)
+    b_words, b_nodes = _pair(*sorted_b)
+    return sort(np.concatenate((a_words, b_words)), np.concatenate((a_nodes, b_nodes)))
