@@ -9,7 +9,7 @@ one timestamp (each call handles ROWS rows and declares inner_loops=ROWS):
   SCALAR_ROWS rows (a million would take seconds per value; the cost per
   timestamp hardly depends on the count, except for sort's log n).
 
-Not part of run_all.py: run ``python bench/bench_arrays.py -o arrays.json``.
+``make bench`` runs it through run_all.py, which checks the targets:
 Targets (issue 6): >= 50 million timestamps/s (<= 20 ns each) for pack,
 unpack, encode, decode; >= 100 million/s (<= 10 ns) for now_many.
 """
@@ -121,6 +121,7 @@ def main():
     runner = pyperf.Runner()
     runner.metadata["hlcbus_version"] = version("hlcbus")
     runner.metadata["numpy_version"] = np.__version__
+    runner.metadata["rows"] = ROWS
     impls = {
         "arrays": arrays_cases(),
         "numpy": numpy_cases(),

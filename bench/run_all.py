@@ -15,7 +15,8 @@ from pathlib import Path
 import pyperf
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = {"clock": "bench_clock.py", "heap": "bench_heap.py", "bus": "bench_bus.py"}
+SCRIPTS = {"clock": "bench_clock.py", "heap": "bench_heap.py", "bus": "bench_bus.py",
+           "arrays": "bench_arrays.py"}
 LATENCY_SCRIPT = "bench_latency.py"  # not pyperf: a paced run and a tracemalloc reading
 # --fast (10 worker processes x 2 values per benchmark) runs the 29 benchmarks
 # in 3.5 minutes on the 2-core reference machine.  pyperf's default rigour
@@ -55,7 +56,11 @@ ABSOLUTE_TARGETS = (
      1_000_000, "events/s"),
     ("end to end, 4 publishers, ordered", "hlcbus end-to-end 4 publisher ordered", ">=",
      700_000, "events/s"),
+    *((f"arrays {op}", f"arrays {op}", ">=", 50_000_000, "timestamps/s")
+      for op in ("pack", "unpack", "encode", "decode")),
+    ("HLC.now_many", "c now_many", ">=", 100_000_000, "timestamps/s"),
 )
+ARRAY_IMPLS = ("arrays", "c", "py", "numpy", "scalar")
 
 
 def run(options):
@@ -126,8 +131,8 @@ def target_lines(median, extra):
                      f"(target {op} {bound:g}x)")
     for label, name, op, bound, unit in ABSOLUTE_TARGETS:
         value = median[name] if unit == "us" else 1 / median[name]
-        shown = f"{value * 1e6:.3f} us" if unit == "us" else f"{value:,.0f} events/s"
-        limit = f"{bound * 1e6:g} us" if unit == "us" else f"{bound:,} events/s"
+        shown = f"{value * 1e6:.3f} us" if unit == "us" else f"{value:,.0f} {unit}"
+        limit = f"{bound * 1e6:g} us" if unit == "us" else f"{bound:,} {unit}"
         lines.append(f"- {_verdict(value, op, bound)}: {label} = {shown} (target {op} {limit})")
     latency = extra["latency"]
     for label, key, bound in (("ordered latency p99, window_ms=100", "ordered window_ms=100",
@@ -160,6 +165,21 @@ def bus_tables(benchmarks, median):
             table(["benchmark", "median ns", "stdev ns"], fifo))
 
 
+def arrays_table(benchmarks, median):
+    """One row per operation, one column per implementation: ns per timestamp."""
+    operations = list(dict.fromkeys(name.split(" ", 1)[1] for name in benchmarks))
+    rows = []
+    for operation in operations:
+        cells = {impl: median.get(f"{impl} {operation}") for impl in ARRAY_IMPLS}
+        ours = cells["arrays"] or cells["c"]
+        row = [f"`{operation}`"] + ["" if cells[i] is None else ns(cells[i]) for i in ARRAY_IMPLS]
+        row += ["" if cells[base] is None or ours is None else ratio(cells[base] / ours)
+                for base in ("numpy", "scalar")]
+        rows.append(row)
+    return table(["operation", "hlcbus.arrays", "c core", "py core", "plain numpy",
+                  "scalar loop", "numpy / ours", "scalar / ours"], rows)
+
+
 def latency_table(extra):
     rows = [[f"`{name}`", f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}", f"{row['max_ms']:.3f}",
              f"{row['events']:,}"] for name, row in extra["latency"].items()]
@@ -190,7 +210,8 @@ def machine_lines(suites, options):
                 f"tree {source_revision()}), "
                 f"hlcpy {meta['hlcpy_version']}, accordsync-core {meta['accordsync_version']}, "
                 f"pyee {meta['pyee_version']}, blinker {meta['blinker_version']}, "
-                f"psygnal {meta['psygnal_version']}, pyperf {meta['perf_version']}")
+                f"psygnal {meta['psygnal_version']}, numpy {meta['numpy_version']}, "
+                f"pyperf {meta['perf_version']}")
     lines = [
         f"- Python: {meta['python_implementation']} {meta['python_version']}",
         f"- Platform: {meta['platform']}",
@@ -213,7 +234,9 @@ def render(suites, extra, options):
     clock = {b.get_name(): b for b in suites["clock"].get_benchmarks()}
     heap = {b.get_name(): b for b in suites["heap"].get_benchmarks()}
     bus = {b.get_name(): b for b in suites["bus"].get_benchmarks()}
-    median = {name: bench.median() for name, bench in {**clock, **heap, **bus}.items()}
+    arrays = {b.get_name(): b for b in suites["arrays"].get_benchmarks()}
+    median = {name: bench.median()
+              for name, bench in {**clock, **heap, **bus, **arrays}.items()}
     publish, end_to_end, fifo = bus_tables(bus, median)
     entries = suites["heap"].get_metadata()["heap_entries"]
     batch = suites["heap"].get_metadata()["released_per_call"]
@@ -280,6 +303,16 @@ def render(suites, extra, options):
         f"Memory: {extra['memory']['events']:,} events buffered in one ordered subscription",
         f"cost {extra['memory']['bytes_per_event']:.0f} bytes each beyond their payload",
         "(tracemalloc, which sees the C arrays: the core allocates them with PyMem).",
+        "",
+        "## Arrays",
+        "",
+        f"`hlcbus.arrays` on {suites['arrays'].get_metadata()['rows']:,}-row columns, input",
+        "checks included; the `now_many` row is `HLC.now_many` on each core. Plain numpy is",
+        "the obvious numpy code for the same result with no checks; the scalar loop calls the",
+        "compiled `Timestamp` per row on a shorter column. Median ns per timestamp",
+        "(`bench/bench_arrays.py`):",
+        "",
+        *arrays_table(arrays, median),
         "",
         "## Targets",
         "",
