@@ -13,11 +13,15 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 from bus_helpers import manual_bus
 from hypothesis import HealthCheck, settings
+from redis_server import REQUIRED as REDIS_REQUIRED
+from redis_server import RedisServer
+from redis_server import missing as redis_missing
 
 import hlcbus
 from hlcbus import EventBus
@@ -97,3 +101,28 @@ def mbus() -> Iterator[tuple[EventBus, hlcbus.ManualClock]]:
         yield bus, wall
     finally:
         bus.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; each test uses streams of its own."""
+    yield from _redis_server(tmp_path_factory.mktemp("redis"), durable=False)
+
+
+@pytest.fixture
+def durable_redis(tmp_path: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, with an append-only file: it may be restarted."""
+    yield from _redis_server(tmp_path, durable=True)  # type: ignore[arg-type]
+
+
+def _redis_server(directory: Path, durable: bool) -> Iterator[RedisServer]:
+    reason = redis_missing()
+    if reason is not None:
+        if REDIS_REQUIRED:  # CI installs both: a skip there would hide a broken setup
+            pytest.fail(f"HLCBUS_REQUIRE_REDIS=1 but {reason}")
+        pytest.skip(reason)
+    server = RedisServer(directory, durable=durable).start()
+    try:
+        yield server
+    finally:
+        server.stop()
