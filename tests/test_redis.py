@@ -628,3 +628,32 @@ def test_bad_bus_or_client(redis_server: Any) -> None:
         decoding.close()
     finally:
         bus.close()
+
+
+def test_prometheus_exports_the_bridge_stats(nodes: Any, client: Any, stream: str) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from hlcbus import metrics
+
+    a, b = nodes(0xA), nodes(0xB)
+    a.bus.publish("t", 1)
+    xadd(client, stream, foreign(0xF1), v=b"9")
+    xadd(client, stream, foreign(0xF2, "last"))
+    b.wait_for(lambda es: any(e.type == "last" for e in es))
+    b.bridge.close()
+    registry = prometheus_client.CollectorRegistry()
+    collector = metrics.register_bridges(a.bridge, b.bridge, registry=registry)
+    text = prometheus_client.generate_latest(registry).decode()
+    metrics.unregister(collector, registry=registry)
+    samples = {(s.name, s.labels["node"], s.labels.get("reason")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name.startswith("hlcbus_redis_")}
+    node_b = metrics.node_label(b.bus)
+    stats = b.bridge.stats
+    assert samples["hlcbus_redis_read_total", node_b, None] == stats.read
+    assert samples["hlcbus_redis_delivered_total", node_b, None] == stats.delivered == 2
+    assert samples["hlcbus_redis_rejected_total", node_b, "malformed"] == 1
+    assert samples["hlcbus_redis_connected", node_b, None] == 1
+    assert samples["hlcbus_redis_sent_total", metrics.node_label(a.bus), None] == 1
+    assert {name for name, _, _ in samples} == set(metrics.bridge_metric_names())

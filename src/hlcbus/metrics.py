@@ -1,6 +1,7 @@
 """Prometheus metrics for EventBus: a collector that reads the stats at scrape time.
 
-``register(bus)`` adds a ``BusCollector`` to a ``prometheus_client`` registry.
+``register(bus)`` adds a ``BusCollector`` to a ``prometheus_client`` registry;
+``register_bridges(bridge)`` a ``BridgeCollector`` for Redis bridges.
 Nothing runs between scrapes (no thread, no hook on the publish path): each
 scrape reads ``bus.stats``, the clock's jump counts and each live
 subscription's ``stats`` once, so the cost is O(subscriptions) per scrape.
@@ -27,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from hlcbus.bus import BusStats, EventBus
     from hlcbus.delivery import Subscription, SubscriptionStats
+    from hlcbus.redis import RedisBridge
 
 SUB_LABELS = ("node", "subscription", "pattern")
 BUS_LABELS = ("node",)
@@ -145,16 +147,90 @@ def register(bus: EventBus, *more: EventBus,
     return collector
 
 
-def unregister(collector: BusCollector, registry: CollectorRegistry = REGISTRY) -> None:
-    """Stop exporting ``collector``'s buses from ``registry``.  Raises KeyError if absent."""
+def unregister(collector: Collector, registry: CollectorRegistry = REGISTRY) -> None:
+    """Stop exporting ``collector`` from ``registry``.  Raises KeyError if absent."""
     registry.unregister(collector)
 
 
 def metric_names() -> Iterable[str]:
-    """Return the names as exported (counters with their ``_total`` suffix)."""
+    """Return the bus's names as exported (counters with their ``_total`` suffix)."""
     counters = [name for name, _, _ in SUB_COUNTERS + BUS_COUNTERS]
     gauges = [name for name, _, _ in SUB_GAUGES]
     return [f"{name}_total" for name in counters] + gauges
 
 
-__all__ = ["BusCollector", "metric_names", "node_label", "register", "unregister"]
+# --- Redis bridges ---------------------------------------------------------------------
+
+BRIDGE_LABELS = ("node", "stream")
+BRIDGE_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("hlcbus_redis_sent", "sent", "Events appended to the stream."),
+    ("hlcbus_redis_encode_errors", "encode_errors", "Events whose payload the codec refused."),
+    ("hlcbus_redis_unsent", "unsent", "Events given up at close, Redis being unreachable."),
+    ("hlcbus_redis_refused", "refused", "Publishes the bridge's full buffer refused."),
+    ("hlcbus_redis_send_failures", "send_failures", "Failed XADD batches (each retried)."),
+    ("hlcbus_redis_read", "read", "Stream entries read and handled."),
+    ("hlcbus_redis_delivered", "delivered", "Entries the bus took."),
+    ("hlcbus_redis_duplicates", "duplicates", "Entries the bus refused as duplicates."),
+    ("hlcbus_redis_own", "own", "Entries of this node's own, skipped."),
+    ("hlcbus_redis_dead_lettered", "dead_lettered",
+     "Rejected entries kept in the dead-letter stream."),
+    ("hlcbus_redis_acked", "acked", "Entries acknowledged."),
+    ("hlcbus_redis_reconnects", "reconnects", "Times Redis became reachable again."),
+)
+BRIDGE_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("hlcbus_redis_pending_out_events", "pending_out", "Events waiting to be sent."),
+    ("hlcbus_redis_connected", "connected", "1 while Redis answers the bridge, else 0."),
+)
+BRIDGE_REJECTED = ("hlcbus_redis_rejected", "Entries not delivered, by reason.")
+
+
+class BridgeCollector(Collector):
+    """A prometheus_client collector for Redis bridges (hlcbus.redis), one per registry."""
+
+    def __init__(self, *bridges: RedisBridge) -> None:
+        if not bridges:
+            raise TypeError("BridgeCollector needs at least one RedisBridge")
+        self.bridges = bridges
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(_bridge_families())
+
+    def collect(self) -> Iterator[Metric]:
+        *counters, rejected = families = _bridge_families()
+        for bridge in self.bridges:
+            labels = [node_label(bridge.bus), bridge.stream]
+            stats = vars(bridge.stats)  # one snapshot per bridge and scrape
+            fields = [field for _, field, _ in BRIDGE_COUNTERS + BRIDGE_GAUGES]
+            for family, field in zip(counters, fields):
+                family.add_metric(labels, float(stats[field]))
+            for reason, count in stats["rejected"].items():
+                rejected.add_metric([*labels, reason], count)
+        return iter(families)
+
+
+def _bridge_families() -> list[CounterMetricFamily | GaugeMetricFamily]:
+    """Empty families: the bridge counters, gauges, then rejections by reason."""
+    name, doc = BRIDGE_REJECTED
+    return [
+        *(CounterMetricFamily(n, d, labels=BRIDGE_LABELS) for n, _, d in BRIDGE_COUNTERS),
+        *(GaugeMetricFamily(n, d, labels=BRIDGE_LABELS) for n, _, d in BRIDGE_GAUGES),
+        CounterMetricFamily(name, doc, labels=(*BRIDGE_LABELS, "reason")),
+    ]
+
+
+def register_bridges(bridge: RedisBridge, *more: RedisBridge,
+                     registry: CollectorRegistry = REGISTRY) -> BridgeCollector:
+    """Export ``bridge`` (and ``more``) to ``registry``; return the collector."""
+    collector = BridgeCollector(bridge, *more)
+    registry.register(collector)
+    return collector
+
+
+def bridge_metric_names() -> Iterable[str]:
+    """Return the bridge's names as exported (counters with their ``_total`` suffix)."""
+    counters = [name for name, _, _ in BRIDGE_COUNTERS] + [BRIDGE_REJECTED[0]]
+    return [f"{name}_total" for name in counters] + [name for name, _, _ in BRIDGE_GAUGES]
+
+
+__all__ = ["BridgeCollector", "BusCollector", "bridge_metric_names", "metric_names",
+           "node_label", "register", "register_bridges", "unregister"]
