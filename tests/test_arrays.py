@@ -202,6 +202,36 @@ def test_order_matches_scalar(core: ModuleType, a: list[tuple[int, int]],
     assert list(zip(*(c.tolist() for c in merged))) == sorted(a + b, key=key)
 
 
+@given(st.lists(st.integers(0, 2**64 - 1), unique=True, max_size=60), st.data())
+def test_merge_and_sort_of_distinct_words(words: list[int], data: st.DataObject) -> None:
+    """Distinct words take the fast paths (no lexsort, a binary-search merge)."""
+    nodes = data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=len(words),
+                               max_size=len(words)))
+    pairs = list(zip(words, nodes))
+    cut = data.draw(st.integers(0, len(pairs)))
+    a, b = sorted(pairs[:cut]), sorted(pairs[cut:])
+    merged = arrays.merge(_columns(a), _columns(b))
+    assert list(zip(*(c.tolist() for c in merged))) == sorted(pairs)
+    assert list(zip(*(c.tolist() for c in arrays.sort(*_columns(pairs))))) == sorted(pairs)
+
+
+def test_merge_keeps_a_before_b_on_ties_and_sorts_unsorted_input() -> None:
+    a = ([5, 5, 9], [1, 2, 0])
+    b = ([5, 7], [1, 0])
+    words, nodes = arrays.merge(a, b)
+    assert list(zip(words.tolist(), nodes.tolist())) == [(5, 1), (5, 1), (5, 2), (7, 0), (9, 0)]
+    words, nodes = arrays.merge(([9, 1], [0, 0]), ([4], [0]))  # a is not sorted
+    assert words.tolist() == [1, 4, 9]
+
+
+def test_merge_interleaves_columns() -> None:
+    even = np.arange(0, 2_000, 2, dtype=np.uint64)
+    odd = np.arange(1, 2_000, 2, dtype=np.uint64)
+    words, nodes = arrays.merge((even, 1), (odd, 2))
+    assert words.tolist() == list(range(2_000))
+    assert nodes.tolist() == [1, 2] * 1_000
+
+
 def test_now_many_column_is_sorted_and_formats() -> None:
     from hlcbus import HLC, ManualClock
 

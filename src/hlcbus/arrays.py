@@ -248,22 +248,56 @@ def parse(texts: Any) -> Pair:
 def argsort(packed: ArrayLike, node: ArrayLike) -> NDArray[np.intp]:
     """Return the indices that order the pairs by (packed, node); stable.  O(n log n)."""
     words, nodes = _pair(packed, node)
-    return np.lexsort((nodes, words))
+    return _order(words, nodes)
+
+
+def _order(words: Words, nodes: Words) -> NDArray[np.intp]:
+    # Packed words rarely repeat (one node's never do), and when none does,
+    # numpy's fastest sort of the words alone is the order, and trivially
+    # stable.  A repeat needs the node as a second key: the stable lexsort.
+    order = np.argsort(words)
+    ranked = words[order]
+    if ranked.size > 1 and bool((ranked[1:] == ranked[:-1]).any()):
+        return np.lexsort((nodes, words))
+    return order
 
 
 def sort(packed: ArrayLike, node: ArrayLike) -> Pair:
     """Return (packed, node) ordered by (packed, node); stable.  O(n log n)."""
     words, nodes = _pair(packed, node)
-    order = np.lexsort((nodes, words))
+    order = _order(words, nodes)
     return words[order], nodes[order]
 
 
 def merge(sorted_a: Tuple[ArrayLike, ArrayLike], sorted_b: Tuple[ArrayLike, ArrayLike]) -> Pair:
     """Merge two (packed, node) pairs of sorted columns into one; ties keep a before b.
 
-    A stable sort of the concatenation, O((n + m) log(n + m)); it is also
-    correct when the inputs are not sorted.
+    Each b row goes after the a rows at or below it, found by binary search:
+    O((n + m) + m log n).  When a packed word of b is also in a (the node
+    then decides) or an input is not sorted, it falls back to a stable sort
+    of the concatenation, which is also correct: the result is always sorted.
     """
     a_words, a_nodes = _pair(*sorted_a)
     b_words, b_nodes = _pair(*sorted_b)
-    return sort(np.concatenate((a_words, b_words)), np.concatenate((a_nodes, b_nodes)))
+    after = np.searchsorted(a_words, b_words, side="right")
+    if (not (_is_sorted(a_words, a_nodes) and _is_sorted(b_words, b_nodes))
+            or bool((after != np.searchsorted(a_words, b_words, side="left")).any())):
+        return sort(np.concatenate((a_words, b_words)), np.concatenate((a_nodes, b_nodes)))
+    # b's j-th row lands after j earlier b rows and `after[j]` a rows.
+    at_b = after + np.arange(b_words.size)
+    is_a = np.ones(a_words.size + b_words.size, dtype=bool)
+    is_a[at_b] = False
+    words = np.empty(is_a.size, dtype=np.uint64)
+    nodes = np.empty(is_a.size, dtype=np.uint64)
+    words[is_a], words[at_b] = a_words, b_words
+    nodes[is_a], nodes[at_b] = a_nodes, b_nodes
+    return words, nodes
+
+
+def _is_sorted(words: Words, nodes: Words) -> bool:
+    """True if the pairs are in (packed, node) order.  O(n)."""
+    if words.size < 2:
+        return True
+    up = words[1:] > words[:-1]
+    same = words[1:] == words[:-1]
+    return bool((up | (same & (nodes[1:] >= nodes[:-1]))).all())
