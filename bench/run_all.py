@@ -2,11 +2,12 @@
 
     python bench/run_all.py [pyperf options]      # what `make bench` runs
 
-Every figure in RESULTS.md is read from bench/clock.json and bench/heap.json,
-which this script rewrites on each run.
+Every figure in RESULTS.md is read from the JSON files in bench/ (clock, heap,
+bus, arrays, latency, redis), which this script rewrites on each run.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ BENCH = Path(__file__).resolve().parent
 SCRIPTS = {"clock": "bench_clock.py", "heap": "bench_heap.py", "bus": "bench_bus.py",
            "arrays": "bench_arrays.py"}
 LATENCY_SCRIPT = "bench_latency.py"  # not pyperf: a paced run and a tracemalloc reading
+REDIS_SCRIPT = "bench_redis.py"  # not pyperf: two processes around a throwaway redis-server
+REDIS_RATIO = 0.5  # hlcbus's events/s across Redis over the bare redis-py loop's, at least
 # --fast (10 worker processes x 2 values per benchmark) runs the 29 benchmarks
 # in 3.5 minutes on the 2-core reference machine.  pyperf's default rigour
 # (20 x 3) would take about 8: every value costs ~0.13 s and every worker a
@@ -64,6 +67,8 @@ ARRAY_IMPLS = ("arrays", "c", "py", "numpy", "scalar")
 
 
 def run(options):
+    if shutil.which("redis-server") is None:  # needed last: say so before 13 minutes of work
+        sys.exit("bench/run_all.py needs redis-server (Debian: apt-get install redis-server)")
     suites = {}
     for area, script in SCRIPTS.items():
         output = BENCH / f"{area}.json"
@@ -74,7 +79,12 @@ def run(options):
     output = BENCH / "latency.json"
     subprocess.run([sys.executable, str(BENCH / LATENCY_SCRIPT), "-o", str(output)], check=True,
                    stdout=subprocess.DEVNULL)
-    return suites, json.loads(output.read_text())
+    extra = json.loads(output.read_text())
+    output = BENCH / "redis.json"
+    subprocess.run([sys.executable, str(BENCH / REDIS_SCRIPT), "-o", str(output)], check=True,
+                   stdout=subprocess.DEVNULL)
+    extra["redis"] = json.loads(output.read_text())
+    return suites, extra
 
 
 def ns(seconds):
@@ -144,6 +154,9 @@ def target_lines(median, extra):
     per_event = extra["memory"]["bytes_per_event"]
     lines.append(f"- {_verdict(per_event, '<=', 300)}: memory per buffered event = "
                  f"{per_event:.0f} bytes (target <= 300)")
+    value = extra["redis"]["ratio"]
+    lines.append(f"- {_verdict(value, '>=', REDIS_RATIO)}: hlcbus / bare redis-py throughput "
+                 f"across processes = {value:.3f}x (target >= {REDIS_RATIO:g}x)")
     return lines
 
 
@@ -165,8 +178,10 @@ def bus_tables(benchmarks, median):
             table(["benchmark", "median ns", "stdev ns"], fifo))
 
 
-def arrays_table(benchmarks, median):
+def arrays_table(benchmarks):
     """One row per operation, one column per implementation: ns per timestamp."""
+    # This suite's medians only: the clock suite has a "c parse" of its own.
+    median = {name: bench.median() for name, bench in benchmarks.items()}
     operations = list(dict.fromkeys(name.split(" ", 1)[1] for name in benchmarks))
     rows = []
     for operation in operations:
@@ -184,6 +199,42 @@ def latency_table(extra):
     rows = [[f"`{name}`", f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}", f"{row['max_ms']:.3f}",
              f"{row['events']:,}"] for name, row in extra["latency"].items()]
     return table(["subscription", "p50 ms", "p99 ms", "max ms", "events"], rows)
+
+
+def redis_lines(redis):
+    """The cross-process section: saturated throughput, then paced latency, per case."""
+    window, rows = redis["window_ms"], []
+    for case, label in (("bare", "bare redis-py"), ("hlcbus", "hlcbus RedisBridge")):
+        saturated, paced = redis["saturated"][case], redis["paced"][case]
+        rows.append([label, f"{saturated['events_per_s']:,.0f}",
+                     ", ".join(f"{value:,}" for value in saturated["runs_events_per_s"]),
+                     f"{paced['p50_ms']:.3f}", f"{paced['p99_ms']:.3f}",
+                     f"{paced['max_ms']:.3f}"])
+    hlc = redis["paced"]["hlcbus"]
+    load = redis["load_avg_1min"]
+    return [
+        "Two processes, a publisher and a consumer, through one local redis-server "
+        f"{redis['redis_server']}",
+        f"(redis-py {redis['redis_py']}, {redis['parser']} parser; `bench/bench_redis.py`). "
+        "hlcbus: `EventBus` +",
+        "`RedisBridge` on each side, the consumer's handler on an ordered subscription with",
+        f"`window_ms={window}`. Bare: redis-py alone, pipelines of {redis['batch_size']} XADDs "
+        f"and XREADGROUP (COUNT {redis['batch_size']})",
+        "/ json.loads / XACK, with the same entry fields and payloads: the ceiling. Events/s:",
+        f"the median of {redis['repeats']} alternating runs of {redis['events']:,} events "
+        "published at once, first publish to",
+        "last delivery. Latency: publish to handler, in a run paced at "
+        f"{redis['rate_per_s']:,} events/s for {redis['paced_seconds']:g} s",
+        "(at saturation, latency is only the queue).",
+        "",
+        *table(["case", "events/s", "runs", "p50 ms", "p99 ms", "max ms"], rows),
+        "",
+        f"hlcbus / bare throughput: {redis['ratio']:.3f}x. hlcbus latency minus the window: "
+        f"p50 {hlc['p50_ms'] - window:.3f} ms,",
+        f"p99 {hlc['p99_ms'] - window:.3f} ms. 1-minute load average during these runs: "
+        f"{load['min']:.2f} to {load['max']:.2f} ({redis['cpus']} CPUs,",
+        "shared by the three processes).",
+    ]
 
 
 def source_revision():
@@ -312,7 +363,11 @@ def render(suites, extra, options):
         "compiled `Timestamp` per row on a shorter column. Median ns per timestamp",
         "(`bench/bench_arrays.py`):",
         "",
-        *arrays_table(arrays, median),
+        *arrays_table(arrays),
+        "",
+        "## Across processes (Redis)",
+        "",
+        *redis_lines(extra["redis"]),
         "",
         "## Targets",
         "",

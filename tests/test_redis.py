@@ -193,6 +193,18 @@ def test_a_node_skips_its_own_entries(nodes: Any) -> None:
     assert a.bridge.stats.own == 5 and a.bridge.stats.delivered == 0
 
 
+def test_a_send_only_bridge_has_no_group_and_no_reader(nodes: Any, client: Any,
+                                                       stream: str) -> None:
+    a, b = nodes(0xA, consume=False), nodes(0xB)
+    assert a.bridge._reader is None
+    a.bus.publish("t", 1)
+    assert [e.data for e in b.wait_count(1)] == [1]
+    groups = [g["name"] for g in client.xinfo_groups(stream)]
+    assert groups == [b.bridge.group.encode()]
+    a.bridge.close()
+    assert a.bridge.stats.sent == 1 and a.bridge.stats.read == 0
+
+
 def test_a_second_bridge_on_the_same_stream_from_another_process_style_client(
         nodes: Any, redis_server: Any) -> None:
     """A caller's own client works as a URL does; RESP3 replies are read as RESP2's."""
@@ -601,6 +613,7 @@ def test_telemetry_reports_rejections_and_stats(nodes: Any, client: Any, stream:
     ({"batch_size": 1.5}, TypeError, "batch_size"),
     ({"ttl_ms": -1}, ValueError, "ttl_ms"),
     ({"block_ms": 0}, ValueError, "block_ms"),
+    ({"consume": 1}, TypeError, "consume"),
 ])
 def test_bad_arguments_raise_naming_the_argument(redis_server: Any, options: dict[str, Any],
                                                  error: type, words: str) -> None:

@@ -132,6 +132,9 @@ class EventBus:
         self._store_add = self._store.add if self._store is not None else None
         self.publish_timeout = float(publish_timeout)
         self._dedupe_ms = dedupe_ms
+        # _dedupe_horizon() of the current subscriptions, kept by subscribe and
+        # _unroute so that receive does not scan them (read without a lock).
+        self._horizon_ms = dedupe_ms if dedupe_ms is not None else DEDUPE_MIN_MS
         # Guards _subs, the route cache's invalidation, _closed's transition and
         # the subscription names.  The publish path never takes it.
         self._lock = threading.Lock()
@@ -282,11 +285,12 @@ class EventBus:
         self._seen.add(ts)
         order = self._seen_order
         order.append((wall, ts))
-        horizon = wall - self._dedupe_horizon()
+        horizon = wall - self._horizon_ms
         while order[0][0] < horizon:
             self._seen.discard(order.popleft()[1])
 
     def _dedupe_horizon(self) -> int:
+        """How long receive remembers a timestamp; called under _lock when _subs change."""
         if self._dedupe_ms is not None:
             return self._dedupe_ms
         windows = [s.window_ms for s in self._subs if s.ordered]
@@ -338,6 +342,7 @@ class EventBus:
                 return
             self._subs.remove(sub)
             self._routes = {}
+            self._horizon_ms = self._dedupe_horizon()
         self._wait_in_flight(None)
 
     def _wait_in_flight(self, deadline: Optional[float]) -> bool:
@@ -401,6 +406,7 @@ class EventBus:
                 sub._room = sys.maxsize
             self._subs.append(sub)
             self._routes = {}
+            self._horizon_ms = self._dedupe_horizon()
         if replay_from is not None:
             self._prepare_replay(sub, replay_from)
         sub._start()  # its first pass restores the room to maxsize
