@@ -150,6 +150,28 @@ def test_block_times_out_with_buffer_full(slow_ordered: bool) -> None:
         bus.close()
 
 
+def test_publishes_of_other_types_do_not_lift_the_block() -> None:
+    """A publish that reaches no full subscription must not let the next ones in."""
+    bus = EventBus(publish_timeout=0.05)
+    slow = Gate()
+    s_slow = bus.subscribe("a.*", slow, maxsize=MAXSIZE, overflow="block", name="slow")
+    try:
+        bus.publish("a.x", 0)
+        assert slow.entered.wait(WAIT)
+        refused = 0
+        for i in range(1, 20):
+            bus.publish("b.x", i)  # nobody listens: it must not clear the back-pressure
+            try:
+                bus.publish("a.x", i)
+            except BufferFull:
+                refused += 1
+        assert refused > 0 and bus.stats.refused == refused
+        assert s_slow.stats.pending <= MAXSIZE + 1  # one over, for the publish in flight
+    finally:
+        slow.release.set()
+        bus.close()
+
+
 @pytest.mark.parametrize("slow_ordered", [False, True], ids=["unordered", "ordered"])
 def test_block_waits_for_room(bus: EventBus, slow_ordered: bool) -> None:
     slow, s_slow, fast, s_fast = slow_and_fast(bus, "block", slow_ordered, False)

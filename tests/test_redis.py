@@ -32,10 +32,12 @@ from hlcbus import (
     HLCBusError,
     ManualClock,
     Timestamp,
+    _redis_send,
     _wire,
     telemetry,
 )
-from hlcbus.redis import DISCONNECTED, KEEP, RECONNECTED, REJECTED, STATS, RedisBridge
+from hlcbus._redis_read import KEEP, Reader
+from hlcbus.redis import DISCONNECTED, RECONNECTED, REJECTED, SEND_FAILED, STATS, RedisBridge
 
 WAIT = 20.0  # seconds: the bound on every wait for a delivery
 
@@ -95,10 +97,12 @@ def nodes(redis_server: Any, stream: str) -> Iterator[Callable[..., Node]]:
 
     def make(node: int, *, window_ms: int = 200, url: Optional[str] = None,
              clock: Optional[HLC] = None, bus_options: Optional[dict[str, Any]] = None,
-             start: bool = True, bridge_class: Any = None, **options: Any) -> Node:
+             start: bool = True, reader_class: Any = None, **options: Any) -> Node:
         bus = EventBus(clock or HLC(node=node), **(bus_options or {}))
         options.setdefault("stream", stream)
-        bridge = (bridge_class or RedisBridge)(bus, url or redis_server.url, **options)
+        bridge = RedisBridge(bus, url or redis_server.url, **options)
+        if reader_class is not None:
+            bridge._reader = reader_class(bridge)
         made.append(Node(bus, bridge, window_ms))
         if start:
             bridge.start()
@@ -119,7 +123,7 @@ def foreign(node: int, type: str = "ext", data: Any = None,
 
 def xadd(client: Any, stream: str, event: Event, *, secret: Optional[bytes] = None,
          codec: Any = None, **changes: bytes) -> None:
-    fields = _wire.encode_entry(event, codec or _wire.JsonCodec(), secret)
+    fields = _wire.encode_entry(event, codec or _wire.JsonCodec(), secret, stream)
     fields.update({name.encode(): value for name, value in changes.items()})
     client.xadd(stream, fields)
 
@@ -196,7 +200,7 @@ def test_a_node_skips_its_own_entries(nodes: Any) -> None:
 def test_a_send_only_bridge_has_no_group_and_no_reader(nodes: Any, client: Any,
                                                        stream: str) -> None:
     a, b = nodes(0xA, consume=False), nodes(0xB)
-    assert a.bridge._reader is None
+    assert a.bridge._reader._thread is None
     a.bus.publish("t", 1)
     assert [e.data for e in b.wait_count(1)] == [1]
     groups = [g["name"] for g in client.xinfo_groups(stream)]
@@ -205,20 +209,34 @@ def test_a_send_only_bridge_has_no_group_and_no_reader(nodes: Any, client: Any,
     assert a.bridge.stats.sent == 1 and a.bridge.stats.read == 0
 
 
-def test_a_second_bridge_on_the_same_stream_from_another_process_style_client(
-        nodes: Any, redis_server: Any) -> None:
-    """A caller's own client works as a URL does; RESP3 replies are read as RESP2's."""
-    resp3 = redis.Redis.from_url(redis_server.url, protocol=3)
+@pytest.mark.parametrize("options", [
+    pytest.param({"protocol": 2}, id="resp2"),
+    pytest.param({"protocol": 3}, id="resp3"),
+    pytest.param({"protocol": 3, "legacy_responses": False}, id="resp3-unified"),
+])
+def test_a_callers_client_in_every_reply_shape(nodes: Any, redis_server: Any,
+                                                options: dict[str, Any]) -> None:
+    """A caller's own client works as a URL does, whatever shape its replies take."""
+    client = redis.Redis.from_url(redis_server.url, **options)
     try:
-        a, b = nodes(0xA, url=resp3), nodes(0xB, url=resp3)  # type: ignore[arg-type]
-        a.bus.publish("t", "hello")
-        assert [e.data for e in b.wait_count(1)] == ["hello"]
+        a, b = nodes(0xA, url=client), nodes(0xB, url=client)
+        for i in range(3):
+            a.bus.publish("t", i)
+        assert [e.data for e in b.wait_count(3)] == [0, 1, 2]
         b.bridge.close()
-        assert b.bridge.stats.delivered == 1
+        stats = b.bridge.stats
+        assert (stats.delivered, stats.read, stats.acked, stats.errors) == (3, 3, 3, 0)
+        # The pending list too: entries read, never acknowledged, then re-read.
+        c = nodes(0xC, url=client, reader_class=TakeNever)
+        a.bus.publish("t", 3)
+        c.bridge._reader._thread.join(WAIT)
+        c.bridge.close()
+        again = RedisBridge(c.bus, client, stream=c.bridge.stream).start()
+        assert [e.data for e in c.wait_count(1)] == [3]
+        again.close()
+        assert again.stats.delivered == 1 and again.stats.errors == 0
     finally:
-        for node in (a, b):
-            node.bridge.close()
-        resp3.close()
+        client.close()
 
 
 # --- rejected entries: drift, signatures, malformed -------------------------------------------
@@ -253,7 +271,7 @@ def test_with_a_secret_tampered_and_unsigned_entries_are_rejected(
     a, b = nodes(0xA, secret=SECRET), nodes(0xB, secret=SECRET)
     a.bus.publish("signed", 1)
     b.wait_count(1)
-    genuine = _wire.encode_entry(foreign(0xF1, "t", 5), _wire.JsonCodec(), SECRET)
+    genuine = _wire.encode_entry(foreign(0xF1, "t", 5), _wire.JsonCodec(), SECRET, stream)
     tampered = dict(genuine, data=b"6")
     client.xadd(stream, tampered)
     far = time.time_ns() // 1_000_000 + 10 * 365 * 86_400_000  # ten years on
@@ -332,14 +350,14 @@ def test_an_unencodable_payload_is_counted_and_the_rest_sent(nodes: Any, caplog:
 # --- crashes and restarts -------------------------------------------------------------------
 
 
-class AckNever(RedisBridge):
+class AckNever(Reader):
     """Dies between handing entries to the bus and acknowledging them."""
 
     def _acknowledge(self, acks: Any, dead: Any) -> None:
         self._stop.set()  # the reader ends here, as if killed
 
 
-class TakeNever(RedisBridge):
+class TakeNever(Reader):
     """Dies between reading entries and handing them to the bus."""
 
     def _take(self, fields: Any) -> Any:
@@ -350,13 +368,13 @@ class TakeNever(RedisBridge):
 @pytest.mark.parametrize("dying", ["AckNever", "TakeNever"])
 def test_a_reader_killed_before_acking_loses_and_duplicates_nothing(
         nodes: Any, client: Any, stream: str, dying: str) -> None:
-    b = nodes(0xB, bridge_class=globals()[dying])
+    b = nodes(0xB, reader_class=globals()[dying])
     with client.pipeline(transaction=True) as batch:  # all ten in the reader's first read
         for i in range(10):
             xadd(batch, stream, foreign(0xF1, "t", i, logical=i))
         batch.execute()
-    b.bridge._reader.join(WAIT)  # the dying reader stops after its first batch
-    assert not b.bridge._reader.is_alive()
+    b.bridge._reader._thread.join(WAIT)  # the dying reader stops after its first batch
+    assert not b.bridge._reader._thread.is_alive()
     b.bridge.close()
     assert pending(client, stream, b.bridge) == 10  # read, never acknowledged
     restarted = RedisBridge(b.bus, client, stream=stream).start()
@@ -375,12 +393,12 @@ def test_a_reader_killed_before_acking_loses_and_duplicates_nothing(
 
 def test_pending_entries_trimmed_before_a_restart_are_counted(
         nodes: Any, client: Any, stream: str) -> None:
-    b = nodes(0xB, bridge_class=TakeNever)
+    b = nodes(0xB, reader_class=TakeNever)
     with client.pipeline(transaction=True) as batch:
         for i in range(3):
             xadd(batch, stream, foreign(0xF1, "t", i, logical=i))
         batch.execute()
-    b.bridge._reader.join(WAIT)
+    b.bridge._reader._thread.join(WAIT)
     b.bridge.close()
     client.xtrim(stream, maxlen=0)  # gone from the stream, still in the pending list
     restarted = RedisBridge(b.bus, client, stream=stream).start()
@@ -462,15 +480,17 @@ def test_close_while_redis_is_down_counts_the_unsent(durable_redis: Any) -> None
     a = _node(durable_redis, 0xA, "down-close")
     try:
         durable_redis.stop()
-        for i in range(20):
+        for i in range(5_000):
             a.bus.publish("t", i)
         started = time.monotonic()
         assert a.bridge.close(timeout=0.5) is False
-        assert time.monotonic() - started < 5.0
+        assert time.monotonic() - started < 3.0  # not one try per batch past the deadline
+        with pytest.raises(ValueError, match="timeout"):
+            a.bridge.close(timeout=None)  # type: ignore[arg-type]
     finally:
         _close(a)
     stats = a.bridge.stats
-    assert stats.unsent + stats.sent == 20 and stats.unsent >= 1
+    assert stats.unsent + stats.sent == 5_000 and stats.unsent >= 1
 
 
 def _node(server: Any, node: int, stream: str, *, bus_options: Optional[dict[str, Any]] = None,
@@ -485,6 +505,146 @@ def _close(*made: Node) -> None:
     for node in made:
         node.bridge.close(timeout=2.0)
         node.bus.close(drain=False, timeout=5.0)
+
+
+# --- failures the reader and the sender outlive ------------------------------------------------
+
+
+def test_an_event_the_bus_refuses_unexpectedly_is_rejected_and_reading_goes_on(
+        nodes: Any, client: Any, stream: str) -> None:
+    """A clock with overflow="raise" refuses a remote counter at its limit."""
+    b = nodes(0xB, clock=HLC(node=0xB, overflow="raise"))
+    poison = foreign(0xF1, "poison", physical=time.time_ns() // 1_000_000 + 2_000,
+                     logical=0xFFFF)
+    xadd(client, stream, poison)
+    xadd(client, stream, foreign(0xF2, "last"))
+    b.wait_for(lambda es: any(e.type == "last" for e in es))
+    b.bridge.close()
+    stats = b.bridge.stats
+    assert stats.rejected["error"] == 1 and stats.errors == 0
+    (letter,) = dead_letters(client, b.bridge)
+    assert letter[b"dead:reason"] == b"error"
+    assert pending(client, stream, b.bridge) == 0
+    assert_in_balance(stats)
+
+
+class FailsOnce(Reader):
+    """A read that raises something unexpected, once."""
+
+    failed = False
+
+    def _read_new(self) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug, say")
+        super()._read_new()
+
+
+def test_the_reader_outlives_an_unexpected_error(nodes: Any, client: Any, stream: str) -> None:
+    b = nodes(0xB, reader_class=FailsOnce)
+    xadd(client, stream, foreign(0xF1, "t", 1))
+    assert [e.data for e in b.wait_count(1)] == [1]
+    b.bridge.close()
+    assert b.bridge.stats.errors == 1
+
+
+class AckFailsOnce(Reader):
+    """The first acknowledgement is lost with the connection."""
+
+    failed = False
+
+    def _acknowledge(self, acks: Any, dead: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise redis.ConnectionError("lost before the ack")
+        super()._acknowledge(acks, dead)
+
+
+def test_entries_read_again_after_a_failed_ack_are_not_delivered_twice(
+        nodes: Any, client: Any, stream: str) -> None:
+    """Even past the bus's dedupe horizon (0 here): the reader remembers them."""
+    b = nodes(0xB, reader_class=AckFailsOnce, bus_options={"dedupe_ms": 0})
+    with b.bus.subscribe("t") as mailbox, client.pipeline(transaction=True) as batch:
+        for i in range(3):
+            xadd(batch, stream, foreign(0xF1, "t", i, logical=i))
+        xadd(batch, stream, foreign(0xF1, "t", "bad"), v=b"9")  # dead-lettered on the re-read
+        batch.execute()
+        assert [mailbox.get(timeout=WAIT).data for _ in range(3)] == [0, 1, 2]
+        xadd(client, stream, foreign(0xF2, "t", "last"))
+        assert mailbox.get(timeout=WAIT).data == "last"  # nothing came twice before it
+    b.bridge.close()
+    stats = b.bridge.stats
+    assert (stats.read, stats.delivered, stats.acked, stats.dead_lettered) == (5, 4, 5, 1)
+    assert pending(client, stream, b.bridge) == 0
+    assert_in_balance(stats)
+
+
+def test_a_refused_dead_letter_does_not_hold_the_stream_up(nodes: Any, client: Any,
+                                                           stream: str) -> None:
+    b = nodes(0xB)
+    client.set(b.bridge.dead_letter, "not a stream")  # XADD there fails: WRONGTYPE
+    xadd(client, stream, foreign(0xF1), v=b"9")
+    xadd(client, stream, foreign(0xF2, "last"))
+    b.wait_for(lambda es: any(e.type == "last" for e in es))
+    b.bridge.close()
+    stats = b.bridge.stats
+    assert (stats.dead_lettered, stats.dead_letter_failures) == (0, 1)
+    assert pending(client, stream, b.bridge) == 0
+    assert_in_balance(stats)
+
+
+def test_a_lost_consumer_group_is_recreated_where_it_left_off(nodes: Any, client: Any,
+                                                              stream: str) -> None:
+    b = nodes(0xB)
+    xadd(client, stream, foreign(0xF1, "t", 1))
+    b.wait_count(1)
+    client.xgroup_destroy(stream, b.bridge.group)
+    xadd(client, stream, foreign(0xF1, "t", 2, logical=1))  # before the group is back
+    xadd(client, stream, foreign(0xF1, "t", 3, logical=2))
+    assert [e.data for e in b.wait_count(3)] == [1, 2, 3]
+
+
+def test_a_redis_error_on_xadd_is_retried_and_counted(nodes: Any, client: Any,
+                                                      stream: str) -> None:
+    refused = threading.Event()
+    telemetry.attach("xadd-refused", SEND_FAILED, lambda *args: refused.set())
+    try:
+        client.set(stream, "not a stream")  # XADD fails: WRONGTYPE
+        a = nodes(0xA, consume=False)
+        for i in range(3):
+            a.bus.publish("t", i)
+        assert refused.wait(WAIT)
+        client.delete(stream)
+        a.bridge.close(timeout=WAIT)
+    finally:
+        telemetry.detach("xadd-refused")
+    stats = a.bridge.stats
+    assert stats.sent == 3 and stats.send_failures >= 1 and stats.unsent == 0
+    assert client.xlen(stream) == 3
+
+
+def test_received_events_never_enter_the_outbound_buffer(nodes: Any) -> None:
+    a, b = nodes(0xA), nodes(0xB)
+    for i in range(5):
+        a.bus.publish("t", i)
+    b.wait_count(5)
+    b.bridge.close()
+    assert b.bridge._sender.sub.stats.received == 0
+    assert b.bridge.stats.refused == 0 and b.bridge.stats.pending_out == 0
+
+
+def test_closing_the_bus_first_with_redis_down_gives_up_after_a_while(
+        durable_redis: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(_redis_send, "CLOSE_DEFAULT", 0.2)
+    a = _node(durable_redis, 0xA, "bus-first")
+    durable_redis.stop()
+    for i in range(10):
+        a.bus.publish("t", i)
+    started = time.monotonic()
+    a.bus.close()
+    assert time.monotonic() - started < 5.0
+    a.bridge.close(timeout=0.1)
+    assert a.bridge.stats.unsent + a.bridge.stats.sent == 10 and a.bridge.stats.unsent > 0
 
 
 # --- trimming, lifecycle, telemetry -------------------------------------------------------------
@@ -531,10 +691,11 @@ def test_ttl_zero_never_trims(nodes: Any, client: Any, stream: str) -> None:
 
 
 def test_the_ttl_defaults_to_the_stores(redis_server: Any) -> None:
-    bus = EventBus(store_ttl_ms=5_000)
-    assert RedisBridge(bus, redis_server.url).ttl_ms == 5_000
-    assert RedisBridge(EventBus(store_ttl_ms=0), redis_server.url).ttl_ms == 60_000
-    bus.close()
+    for bus, ttl_ms in ((EventBus(store_ttl_ms=5_000), 5_000), (EventBus(store_ttl_ms=0), 60_000)):
+        bridge = RedisBridge(bus, redis_server.url)
+        assert bridge.ttl_ms == ttl_ms
+        bridge.close()
+        bus.close()
 
 
 def test_start_twice_raises_and_start_after_close_raises(nodes: Any) -> None:
@@ -553,7 +714,7 @@ def test_start_without_redis_raises_and_changes_nothing() -> None:
     bridge = RedisBridge(bus, f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(redis.ConnectionError):
         bridge.start()
-    assert bus.subscriptions == [] and bridge._reader is None
+    assert bus.subscriptions == [] and bridge._reader._thread is None
     bridge.close()
     bus.close()
 
@@ -562,8 +723,8 @@ def test_the_bus_closing_first_stops_the_reader(nodes: Any, client: Any, stream:
     b = nodes(0xB)
     b.bus.close()
     xadd(client, stream, foreign(0xF1))
-    b.bridge._reader.join(WAIT)
-    assert not b.bridge._reader.is_alive()
+    b.bridge._reader._thread.join(WAIT)
+    assert not b.bridge._reader._thread.is_alive()
     b.bridge.close()
     assert pending(client, stream, b.bridge) == 1  # kept for the next start
 
@@ -613,6 +774,7 @@ def test_telemetry_reports_rejections_and_stats(nodes: Any, client: Any, stream:
     ({"batch_size": 1.5}, TypeError, "batch_size"),
     ({"ttl_ms": -1}, ValueError, "ttl_ms"),
     ({"block_ms": 0}, ValueError, "block_ms"),
+    ({"block_ms": 5_001}, ValueError, "block_ms"),
     ({"consume": 1}, TypeError, "consume"),
 ])
 def test_bad_arguments_raise_naming_the_argument(redis_server: Any, options: dict[str, Any],

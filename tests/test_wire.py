@@ -10,6 +10,7 @@ import pytest
 from hlcbus import Event, Timestamp, _wire
 
 SECRET = b"0123456789abcdef-shared-secret"
+STREAM = "orders"
 JSON = {_wire.JSON_TYPE: _wire.JsonCodec()}
 
 
@@ -18,27 +19,27 @@ def event(type: str = "t.x", data: Any = None, node: int = 0xF1) -> Event:
 
 
 def entry(key: Any = None, **changes: bytes) -> dict[bytes, bytes]:
-    fields = _wire.encode_entry(event(data={"a": [1, "é"]}), _wire.JsonCodec(), key)
+    fields = _wire.encode_entry(event(data={"a": [1, "é"]}), _wire.JsonCodec(), key, STREAM)
     fields.update({name.encode(): value for name, value in changes.items()})
     return fields
 
 
 def decode(fields: dict[bytes, bytes], key: Any = None) -> Event:
-    _wire.verify(fields, key)
+    _wire.verify(fields, key, STREAM)
     return _wire.decode_event(fields, _wire.timestamp_of(fields), JSON)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("key", [None, SECRET])
 def test_an_event_round_trips(key: Any) -> None:
     original = event(data={"a": [1, "é"], "n": None})
-    back = decode(_wire.encode_entry(original, _wire.JsonCodec(), key), key)
+    back = decode(_wire.encode_entry(original, _wire.JsonCodec(), key, STREAM), key)
     assert (back.type, back.data, back.timestamp) == (original.type, original.data,
                                                        original.timestamp)
 
 
 def test_the_fields_are_the_documented_ones() -> None:
     original = event()
-    fields = _wire.encode_entry(original, _wire.JsonCodec(), SECRET)
+    fields = _wire.encode_entry(original, _wire.JsonCodec(), SECRET, STREAM)
     assert set(fields) == {b"v", b"ts", b"type", b"ct", b"data", b"sig"}
     assert fields[b"v"] == b"1" and fields[b"ts"] == original.timestamp.to_bytes()
     assert fields[b"ct"] == b"application/json" and len(fields[b"sig"]) == 64  # hex SHA-256
@@ -48,10 +49,10 @@ def test_the_fields_are_the_documented_ones() -> None:
 def test_the_signature_covers_every_field(name: bytes) -> None:
     fields = entry(SECRET)
     fields[name] += b"x"
-    assert _wire.signature(SECRET, fields) != fields[b"sig"]
+    assert _wire.signature(SECRET, fields, STREAM) != fields[b"sig"]
     if name != b"v":  # a changed version is refused before the signature is checked
         with pytest.raises(_wire.EntryRejected, match="bad_signature") as caught:
-            _wire.verify(fields, SECRET)
+            _wire.verify(fields, SECRET, STREAM)
         assert caught.value.reason == "bad_signature"
 
 
@@ -60,15 +61,20 @@ def test_the_signature_separates_fields() -> None:
     base = {b"v": b"1", b"ts": b"t" * 16, b"type": b"ab", b"ct": b"c", b"data": b"d"}
     moved = dict(base)
     moved[b"type"], moved[b"ct"] = b"a", b"bc"
-    assert _wire.signature(SECRET, base) != _wire.signature(SECRET, moved)
+    assert _wire.signature(SECRET, base, STREAM) != _wire.signature(SECRET, moved, STREAM)
 
 
 def test_unsigned_and_wrongly_signed_entries_are_rejected_with_a_secret() -> None:
     with pytest.raises(_wire.EntryRejected, match="unsigned"):
-        _wire.verify(entry(), SECRET)
+        _wire.verify(entry(), SECRET, STREAM)
     with pytest.raises(_wire.EntryRejected, match="bad_signature"):
-        _wire.verify(entry(b"another secret, 16+ bytes"), SECRET)
-    _wire.verify(entry(SECRET), None)  # without a secret a signature is not checked
+        _wire.verify(entry(b"another secret, 16+ bytes"), SECRET, STREAM)
+    _wire.verify(entry(SECRET), None, STREAM)  # without a secret a signature is not checked
+
+
+def test_a_signed_entry_does_not_verify_in_another_stream() -> None:
+    with pytest.raises(_wire.EntryRejected, match="bad_signature"):
+        _wire.verify(entry(SECRET), SECRET, "another-stream")
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
@@ -90,7 +96,7 @@ def test_a_missing_field_is_malformed(name: bytes) -> None:
     fields = entry()
     del fields[name]
     with pytest.raises(_wire.EntryRejected, match=f"malformed: missing field.*{name.decode()}"):
-        _wire.verify(fields, None)
+        _wire.verify(fields, None, STREAM)
 
 
 def test_codecs_by_name() -> None:

@@ -9,8 +9,10 @@ An entry is a flat map of byte strings:
     data  the payload, encoded by the codec named by ``ct``
     sig   (with a secret) HMAC-SHA256 over every field above
 
-The signature covers each field as a 4-byte big-endian length and its bytes,
-in the order above, so no two different entries sign the same message.  This
+The signature covers the stream's name, then each field, each as a 4-byte
+big-endian length and its bytes, in the order above: no two different
+entries sign the same message, and an entry copied into another stream that
+shares the secret does not verify there.  This
 module needs no Redis: it is pure functions over dicts, tested on their own.
 """
 
@@ -113,17 +115,17 @@ def secret_key(secret: Any) -> Optional[bytes]:
     return bytes(secret)
 
 
-def signature(key: bytes, fields: Mapping[bytes, bytes]) -> bytes:
-    """HMAC-SHA256 of the signed fields, each length-prefixed; hex, as bytes."""
+def signature(key: bytes, fields: Mapping[bytes, bytes], stream: str) -> bytes:
+    """HMAC-SHA256 of the stream name and the signed fields, each length-prefixed; hex."""
     mac = hmac.new(key, digestmod=hashlib.sha256)
-    for name in SIGNED_FIELDS:
-        value = fields[name]
+    for value in (stream.encode(), *(fields[name] for name in SIGNED_FIELDS)):
         mac.update(len(value).to_bytes(4, "big"))
         mac.update(value)
     return mac.hexdigest().encode()
 
 
-def encode_entry(event: Any, codec: Codec, key: Optional[bytes]) -> dict[bytes, bytes]:
+def encode_entry(event: Any, codec: Codec, key: Optional[bytes],
+                 stream: str) -> dict[bytes, bytes]:
     """Return the fields of ``event``'s stream entry; the codec's errors propagate."""
     fields = {
         b"v": VERSION,
@@ -133,11 +135,11 @@ def encode_entry(event: Any, codec: Codec, key: Optional[bytes]) -> dict[bytes, 
         b"data": codec.encode(event.data),
     }
     if key is not None:
-        fields[SIGNATURE] = signature(key, fields)
+        fields[SIGNATURE] = signature(key, fields, stream)
     return fields
 
 
-def verify(fields: Mapping[bytes, bytes], key: Optional[bytes]) -> None:
+def verify(fields: Mapping[bytes, bytes], key: Optional[bytes], stream: str) -> None:
     """Raise EntryRejected unless ``fields`` is a well-formed (and, with a key, signed) entry."""
     missing = [name.decode() for name in SIGNED_FIELDS if name not in fields]
     if missing:
@@ -149,7 +151,7 @@ def verify(fields: Mapping[bytes, bytes], key: Optional[bytes]) -> None:
     sent = fields.get(SIGNATURE)
     if sent is None:
         raise EntryRejected("unsigned", "this bridge has a secret and the entry has no sig")
-    if not hmac.compare_digest(sent, signature(key, fields)):
+    if not hmac.compare_digest(sent, signature(key, fields, stream)):
         raise EntryRejected("bad_signature", "the HMAC does not match the fields")
 
 

@@ -140,6 +140,8 @@ class EventBus:
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
         self._routes: dict[Any, tuple[Subscription, ...]] = {}
+        # The same for receive, without local-only subscriptions (see _keep_local).
+        self._received_routes: dict[Any, tuple[Subscription, ...]] = {}
         self._names: collections.Counter[str] = collections.Counter()
         self._closed = False
         self._close_report: Optional[CloseReport] = None
@@ -215,7 +217,7 @@ class EventBus:
         if type(event) is not Event:
             raise TypeError(f"event must be an hlcbus.Event, not {type(event).__name__}")
         if self._backpressure:
-            self._hold_back(event.type)
+            self._hold_back(event.type, received=True)
         slots, tid = self._in_flight, get_ident()
         ts = event.timestamp
         slots[tid] = ts
@@ -223,9 +225,9 @@ class EventBus:
             if self._closed:
                 raise BusClosed("the bus is closed")
             try:
-                subs = self._routes[event.type]
+                subs = self._received_routes[event.type]
             except KeyError:
-                subs = self._route(event.type)
+                subs = self._route(event.type, received=True)
             if not self._admit(ts):
                 return False
             store_add = self._store_add
@@ -238,16 +240,17 @@ class EventBus:
             raise BufferFull(event, full)
         return True
 
-    def _hold_back(self, event_type: Any) -> None:
+    def _hold_back(self, event_type: Any, received: bool = False) -> None:
         """Before a publish goes in flight, wait for room in its full "block" subscriptions.
 
         Raises BufferFull (with ``event`` None: nothing was stamped, stored
         or routed) when one has no room within ``publish_timeout``.
         """
+        routes = self._received_routes if received else self._routes
         try:
-            subs = self._routes[event_type]
+            subs = routes[event_type]
         except (KeyError, TypeError):
-            subs = self._route(event_type)
+            subs = self._route(event_type, received)
         deadline = time.monotonic() + self.publish_timeout
         full = [sub for sub in subs if sub.overflow == "block"
                 and not sub._wait_for_room(deadline)]
@@ -255,7 +258,10 @@ class EventBus:
             with self._seen_lock:
                 self._refused += 1
             raise BufferFull(None, full)
-        self._backpressure = False  # a publish that meets a full inbox sets it again
+        # Only when no "block" subscription is over its limit: one this type
+        # does not reach may be, and the next publish of its types must wait.
+        self._backpressure = any(sub.overflow == "block" and len(sub._inbox) >= sub._room
+                                 for sub in tuple(self._subs))
 
     def _admit(self, ts: Timestamp) -> bool:
         """Check for a duplicate and merge the clock, as one step.
@@ -323,17 +329,38 @@ class EventBus:
 
     # --- routing ----------------------------------------------------------------
 
-    def _route(self, event_type: Any) -> tuple[Subscription, ...]:
+    def _route(self, event_type: Any, received: bool = False) -> tuple[Subscription, ...]:
         if type(event_type) is not str:
             raise TypeError(f"type must be a str, not {type(event_type).__name__}")
         if not event_type:
             raise ValueError("type must be a non-empty str")
         with self._lock:
-            subs = tuple(s for s in self._subs if _matches(s.pattern, event_type))
-            if len(self._routes) >= ROUTE_CACHE_LIMIT:
-                self._routes = {}
-            self._routes[event_type] = subs
+            subs = tuple(s for s in self._subs if _matches(s.pattern, event_type)
+                         and not (received and s._local_only))
+            if received:
+                if len(self._received_routes) >= ROUTE_CACHE_LIMIT:
+                    self._received_routes = {}
+                self._received_routes[event_type] = subs
+            else:
+                if len(self._routes) >= ROUTE_CACHE_LIMIT:
+                    self._routes = {}
+                self._routes[event_type] = subs
         return subs
+
+    def _invalidate_routes(self) -> None:
+        """Drop both route caches; called under _lock whenever _subs or a flag changes."""
+        self._routes = {}
+        self._received_routes = {}
+
+    def _keep_local(self, sub: Subscription) -> None:
+        """Route only this bus's own publishes to ``sub``, never what receive takes.
+
+        For a bridge's outbound subscription: what others sent is theirs to send.
+        """
+        with self._lock:
+            sub._local_only = True
+            self._invalidate_routes()
+        self._wait_in_flight(None)  # a receive that still holds the old routes
 
     def _unroute(self, sub: Subscription) -> None:
         """Stop routing to ``sub`` and wait out the publishes that may still reach it."""
@@ -341,7 +368,7 @@ class EventBus:
             if sub not in self._subs:
                 return
             self._subs.remove(sub)
-            self._routes = {}
+            self._invalidate_routes()
             self._horizon_ms = self._dedupe_horizon()
         self._wait_in_flight(None)
 
@@ -405,7 +432,7 @@ class EventBus:
                 # block on (or drop) an event the snapshot delivers; see _prepare_replay.
                 sub._room = sys.maxsize
             self._subs.append(sub)
-            self._routes = {}
+            self._invalidate_routes()
             self._horizon_ms = self._dedupe_horizon()
         if replay_from is not None:
             self._prepare_replay(sub, replay_from)
@@ -500,7 +527,8 @@ class EventBus:
             if self._close_report is not None or self._closed:
                 return self._close_report or CloseReport(drain, {}, {}, {})
             self._closed = True
-            subs, self._subs, self._routes = self._subs, [], {}
+            subs, self._subs = self._subs, []
+            self._invalidate_routes()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wait_in_flight(deadline)
         for sub in subs:

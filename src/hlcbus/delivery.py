@@ -118,6 +118,7 @@ class Subscription:
         # applies: maxsize minus what the worker holds (see _update_room).
         self._room = maxsize
         self._sleeping = False  # the worker is (about to be) waiting on _wake
+        self._local_only = False  # set by EventBus._keep_local: receive skips it
         # A binary semaphore: unlocked means "a wake-up is pending".  Any thread
         # may release it; releasing it twice is harmless (see _wake_up).  A
         # threading.Event was measured at ~1 us per set() and, worse, its

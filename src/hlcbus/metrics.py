@@ -174,7 +174,10 @@ BRIDGE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("hlcbus_redis_own", "own", "Entries of this node's own, skipped."),
     ("hlcbus_redis_dead_lettered", "dead_lettered",
      "Rejected entries kept in the dead-letter stream."),
+    ("hlcbus_redis_dead_letter_failures", "dead_letter_failures",
+     "Rejected entries Redis refused to keep (acknowledged all the same)."),
     ("hlcbus_redis_acked", "acked", "Entries acknowledged."),
+    ("hlcbus_redis_errors", "errors", "Reader failures other than the connection."),
     ("hlcbus_redis_reconnects", "reconnects", "Times Redis became reachable again."),
 )
 BRIDGE_GAUGES: tuple[tuple[str, str, str], ...] = (
