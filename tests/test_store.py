@@ -466,6 +466,22 @@ def test_replay_from_rejects_bad_arguments_and_changes_nothing(mbus) -> None:
     assert bus.subscriptions == []
 
 
+def test_a_replay_that_fails_leaves_no_half_made_subscription(mbus, monkeypatch) -> None:
+    bus, _ = mbus
+    first = bus.publish("a")
+
+    def broken(*args):
+        raise RuntimeError("the store broke")
+
+    monkeypatch.setattr(bus._store, "range", broken)
+    with pytest.raises(RuntimeError, match="the store broke"):
+        bus.subscribe("*", Recorder(), replay_from=first.timestamp)
+    assert bus.subscriptions == []
+    bus.publish("a")  # nothing routes to the failed one
+    report = bus.close(timeout=WAIT)  # and close does not wait for its worker
+    assert report.all_stopped
+
+
 def test_replay_from_with_an_ordered_subscription_and_out_of_order_receives(mbus) -> None:
     bus, wall = mbus
     received = [remote(START_MS - d, 0, n) for d, n in [(5, 1), (30, 2), (10, 3), (20, 1)]]

@@ -435,7 +435,13 @@ class EventBus:
             self._invalidate_routes()
             self._horizon_ms = self._dedupe_horizon()
         if replay_from is not None:
-            self._prepare_replay(sub, replay_from)
+            try:
+                self._prepare_replay(sub, replay_from)
+            except BaseException:
+                # Routed but with no worker, it would hold close() forever: unroute it.
+                sub._failed = True  # publishes that still reach it count and go
+                self._unroute(sub)
+                raise
         sub._start()  # its first pass restores the room to maxsize
         return sub
 
