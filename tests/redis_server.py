@@ -39,6 +39,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between our probe and the server's bind."""
+
+
 class RedisServer:
     """One redis-server process; ``start``, ``stop`` and ``restart`` keep its port and data."""
 
@@ -47,12 +51,25 @@ class RedisServer:
         self.durable = durable  # an append-only file, so a restart keeps the streams
         self.port = free_port()
         self.process: Optional[subprocess.Popen[bytes]] = None
+        self.started_before = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        """Start on ``port``; a first start that loses its port to another process moves on."""
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return self
+            except PortTaken:
+                if self.started_before or attempt == 2:
+                    raise
+                self.port = free_port()  # probed free, then taken before the server bound it
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> None:
         command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
                    "--dir", str(self.directory), "--logfile", "redis.log",
                    "--save", "", "--appendonly", "yes" if self.durable else "no",
@@ -60,7 +77,7 @@ class RedisServer:
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
-        return self
+        self.started_before = True  # restarts keep the port: clients hold its URL
 
     def _wait_ready(self) -> None:
         # redis-server gives no readiness signal but its log: poll the port,
@@ -80,6 +97,8 @@ class RedisServer:
         log = (self.directory / "redis.log")
         text = log.read_text() if log.exists() else "(no log)"
         self.stop()
+        if "Address already in use" in text:
+            raise PortTaken(self.port)
         raise RuntimeError(f"redis-server did not start on port {self.port}:\n{text[-2000:]}")
 
     def stop(self) -> None:
