@@ -319,6 +319,20 @@ def test_parse_edges_match_scalar(core: ModuleType, text: str) -> None:
     got = _vector_parse([text])
     assert got == (f"texts[0]: {expected}" if isinstance(expected, str) else [expected])
     assert _vector_parse(np.array([text])) == got
+    assert _vector_parse(np.array([text] * 3)) == (  # <U46, in numpy, when 46 long
+        got if isinstance(got, str) else got * 3)
+
+
+def test_parse_in_numpy_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arrays, "_PARSE_CHUNK", 3)
+    packed = arrays.pack(np.arange(10) * 86_400_000 * 400 + 1_796_299_200_000, np.arange(10))
+    nodes = np.arange(10, dtype=np.uint64) << np.uint64(60)
+    texts = arrays.format(packed, nodes)
+    words, parsed_nodes = arrays.parse(texts)
+    assert (words == packed).all() and (parsed_nodes == nodes).all()
+    texts[7] = texts[7].replace("Z-0007", "Z-000g")
+    with pytest.raises(ValueError, match=r"^texts\[7\]: .*counter '000g'"):
+        arrays.parse(texts)
 
 
 _MUTATIONS = "0123456789ABCDEFabcdefgZT:.- é٣\0"
@@ -332,10 +346,13 @@ def test_parse_of_mutated_texts_matches_scalar(core: ModuleType, pairs: list[tup
     position = data.draw(st.integers(0, 45))
     char = data.draw(st.sampled_from(_MUTATIONS))
     texts[row] = texts[row][:position] + char + texts[row][position + 1:]
-    expected = [_scalar_parse(core, t) for t in texts]
-    errors = [i for i, e in enumerate(expected) if isinstance(e, str)]
-    got = _vector_parse(texts)
-    if errors:
-        assert got == f"texts[{errors[0]}]: {expected[errors[0]]}"
-    else:
-        assert got == expected
+    # As a list (row by row) and as a <U46 array (in numpy, which drops trailing NULs).
+    for column in (texts, np.array(texts)):
+        rows = column if isinstance(column, list) else column.tolist()
+        expected = [_scalar_parse(core, t) for t in rows]
+        errors = [i for i, e in enumerate(expected) if isinstance(e, str)]
+        got = _vector_parse(column)
+        if errors:
+            assert got == f"texts[{errors[0]}]: {expected[errors[0]]}"
+        else:
+            assert got == expected
